@@ -1,0 +1,102 @@
+"""Mode ``forward``: the existing API decides. syncd forwards the request's ``Authorization``
+and ``Cookie`` headers to a configured URL and trusts the answer: 2xx with the caller's claims
+(a JSON object body and/or configured response headers), 401/403 for no.
+
+Only positive answers are cached, briefly, keyed by a hash of the forwarded headers. An
+unreachable or failing API is a 503, never open access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import httpx
+import orjson
+
+from syncd.auth.identity import Credentials, Identity
+from syncd.config import Settings
+from syncd.exceptions import Forbidden, Unauthorized, Unavailable
+
+log = logging.getLogger("syncd.auth")
+CACHE_ENTRIES = 10_000
+
+
+class ForwardAuthenticator:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
+        self._url = settings.forward_url
+        self._timeout = settings.forward_timeout_ms / 1000
+        self._ttl = settings.forward_cache_seconds
+        self._subject_claim = settings.subject_claim
+        self._claim_headers = _claim_headers(settings.forward_claim_headers)
+        self._http = http
+        self._cache: OrderedDict[str, tuple[float, Identity]] = OrderedDict()
+
+    async def authenticate(self, credentials: Credentials) -> Identity:
+        forwarded = dict(credentials.headers)
+        if credentials.token and "authorization" not in forwarded:
+            # Websockets carry the token in a subprotocol or query: forward it as a header.
+            forwarded["authorization"] = f"Bearer {credentials.token}"
+        if not forwarded:
+            raise Unauthorized("send the credentials your API accepts (Authorization or "
+                               "a session cookie)", code="missing_token")
+        key = hashlib.sha256(orjson.dumps(forwarded, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        cached = self._cache.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(key)
+            return cached[1]
+        identity = await self._ask(forwarded)
+        self._cache[key] = (now + self._ttl, identity)
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return identity
+
+    async def _ask(self, headers: dict[str, str]) -> Identity:
+        try:
+            response = await self._http.get(self._url, headers=headers, timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            log.warning("forward-auth endpoint unreachable: %s", exc)
+            raise Unavailable(
+                "the authentication service is unavailable; retry shortly",
+                code="auth_unavailable",
+            ) from exc
+        if response.status_code == 401:
+            raise Unauthorized("the credentials were refused", code="invalid_token")
+        if response.status_code == 403:
+            raise Forbidden("the credentials are not allowed here", code="forbidden")
+        if response.status_code >= 500 or not 200 <= response.status_code < 300:
+            log.warning("forward-auth endpoint answered %s", response.status_code)
+            raise Unavailable(
+                "the authentication service failed; retry shortly", code="auth_unavailable"
+            )
+        claims: dict[str, Any] = {}
+        if response.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = None
+            if isinstance(body, dict):
+                claims.update(body)
+        for claim, header in self._claim_headers.items():
+            value = response.headers.get(header)
+            if value is not None:
+                claims[claim] = value
+        subject = claims.get(self._subject_claim)
+        exp = claims.get("exp")
+        return Identity(
+            subject=str(subject) if subject is not None else None,
+            claims=claims,
+            expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+def _claim_headers(raw: str) -> dict[str, str]:
+    pairs = (item.split("=", 1) for item in raw.split(",") if "=" in item)
+    return {claim.strip(): header.strip() for claim, header in pairs}

@@ -1,0 +1,230 @@
+"""One immutable settings object, read from ``SYNCD_*`` environment variables once at start-up.
+
+Every setting is documented in README.md ("Settings"); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+MIB = 1024 * 1024
+_PREFIX = re.compile(r"(/[A-Za-z0-9._-]+)+")
+# scheme://host[:port] as browsers send it in the Origin header: no path, no trailing slash.
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s,]+")
+# "none" is never accepted, whatever the configuration says.
+JWT_ALGORITHMS = (
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512", "EdDSA",
+)
+
+
+class ConfigError(ValueError):
+    """A ``SYNCD_*`` variable holds a value syncd cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where PostgreSQL is. Empty means: start the embedded PostgreSQL in ``data_dir``.
+    database_url: str = ""
+    data_dir: Path = field(default_factory=lambda: Path(".syncd"))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    log_level: str = "info"
+    # 100 push rows whose assumed and new states are 1 MB each must fit, plus the JSON around them.
+    max_body_bytes: int = 256 * MIB
+    pull_default_limit: int = 100
+    pull_max_limit: int = 10_000
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    # A statement that runs longer than this is cancelled, so that no pull or push holds the
+    # xid horizon (and with it every other pull) back for long.
+    db_statement_timeout_ms: int = 30_000
+    # How long a node trusts its cached copy of a collection's definition.
+    collection_cache_seconds: float = 5.0
+    # Live streams: how often each node polls the heads of the feeds it streams (finds rows
+    # written by plain SQL, and is the fallback for lost wake-ups) ...
+    stream_poll_ms: int = 25
+    # ... how often it tells the other nodes which collections it wrote to (one NOTIFY per
+    # interval, outside any write transaction) ...
+    stream_notify_ms: int = 10
+    # ... how much may wait for one slow subscriber before it is told to resync instead ...
+    stream_buffer_bytes: int = 8 * MIB
+    # ... and at most how many changes one frame carries.
+    stream_frame_limit: int = 1000
+    # Websocket ping interval (and timeout), so idle proxies keep streams open; 0 disables.
+    ws_ping_seconds: float = 20.0
+    # Where the rxdb-server protocol (``replicateServer``) is served: the client's url is
+    # ``http://HOST:PORT{prefix}/{collection}/{schemaVersion}``. Empty serves it at the root.
+    rxdb_server_prefix: str = "/rxdb"
+    # Where RxDB's websocket replication (``replicateWithWebsocketServer``) is served: the
+    # client's url is ``ws://HOST:PORT{path}``, for every collection.
+    rxdb_ws_path: str = "/rxdb/ws"
+    # Server-Sent Events: seconds between ``: keepalive`` comments on an idle stream; 0 disables.
+    sse_keepalive_seconds: float = 15.0
+    # Browser origins allowed to call syncd with credentials (comma-separated), or ``*`` for any
+    # (the request's own Origin is echoed; ``*`` is never sent). Empty: no CORS headers at all.
+    cors_origins: str = ""
+
+    # Authentication (docs/security.md): none | jwt | forward | api-key.
+    auth_mode: str = "none"
+    # Mode none serves anyone: refuse a non-loopback address unless this is true.
+    auth_none_allow_public: bool = False
+    # Service keys, as comma-separated NAME:SHA256HEX (`syncd api-key new NAME` makes one).
+    api_keys: str = ""
+    # jwt: the accepted algorithms (never taken from the token), and where keys come from.
+    jwt_algorithms: str = ""
+    jwt_secret: str = ""
+    jwt_jwks_url: str = ""
+    jwt_jwks_file: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway_seconds: float = 30.0
+    jwt_jwks_cache_seconds: float = 300.0
+    # An unknown `kid` refreshes the key set at most this often.
+    jwt_jwks_min_refresh_seconds: float = 30.0
+    # forward: the existing API's endpoint that says whether a request's credentials are valid.
+    forward_url: str = ""
+    forward_timeout_ms: int = 2000
+    forward_cache_seconds: float = 10.0
+    # Claims taken from the answer's headers, as CLAIM=Header pairs: "sub=X-User-Id,role=X-Role".
+    forward_claim_headers: str = ""
+    # The claim naming the caller (logs, identity.subject).
+    subject_claim: str = "sub"
+
+    @property
+    def jwt_algorithm_list(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.jwt_algorithms.split(",") if a.strip())
+
+    def _check_auth(self) -> None:
+        modes = ("none", "jwt", "forward", "api-key")
+        if self.auth_mode not in modes:
+            raise ConfigError(f"SYNCD_AUTH_MODE must be one of {', '.join(modes)}, "
+                              f"got {self.auth_mode!r}")
+        if self.auth_mode == "api-key" and not self.api_keys:
+            raise ConfigError("SYNCD_AUTH_MODE=api-key needs SYNCD_API_KEYS")
+        if self.auth_mode == "forward" and not self.forward_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("SYNCD_AUTH_MODE=forward needs SYNCD_FORWARD_URL (http(s)://...)")
+        if self.auth_mode != "jwt":
+            return
+        algorithms = self.jwt_algorithm_list
+        if not algorithms:
+            raise ConfigError("SYNCD_AUTH_MODE=jwt needs SYNCD_JWT_ALGORITHMS, e.g. RS256")
+        unsupported = [a for a in algorithms if a not in JWT_ALGORITHMS]
+        if unsupported:
+            raise ConfigError(f"SYNCD_JWT_ALGORITHMS: unsupported {', '.join(unsupported)}; "
+                              f"use {', '.join(JWT_ALGORITHMS)}")
+        if any(a.startswith("HS") for a in algorithms) and not self.jwt_secret:
+            raise ConfigError("HS* algorithms need SYNCD_JWT_SECRET")
+        if any(not a.startswith("HS") for a in algorithms) and not (
+            self.jwt_jwks_url or self.jwt_jwks_file
+        ):
+            raise ConfigError("RS/PS/ES/EdDSA algorithms need SYNCD_JWT_JWKS_URL or "
+                              "SYNCD_JWT_JWKS_FILE")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get("SYNCD_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 1 <= self.pull_default_limit <= self.pull_max_limit:
+            raise ConfigError(
+                "SYNCD_PULL_DEFAULT_LIMIT must be between 1 and SYNCD_PULL_MAX_LIMIT "
+                f"({self.pull_max_limit}), got {self.pull_default_limit}"
+            )
+        if self.max_body_bytes < 1024:
+            raise ConfigError("SYNCD_MAX_BODY_BYTES must be at least 1024")
+        if not 1 <= self.db_pool_min <= self.db_pool_max:
+            raise ConfigError("need 1 <= SYNCD_DB_POOL_MIN <= SYNCD_DB_POOL_MAX")
+        if self.stream_poll_ms < 1 or self.stream_notify_ms < 1 or self.stream_frame_limit < 1:
+            raise ConfigError(
+                "SYNCD_STREAM_POLL_MS, SYNCD_STREAM_NOTIFY_MS and SYNCD_STREAM_FRAME_LIMIT "
+                "must be positive"
+            )
+        if self.stream_buffer_bytes < 1024 or self.ws_ping_seconds < 0:
+            raise ConfigError(
+                "SYNCD_STREAM_BUFFER_BYTES must be at least 1024 and SYNCD_WS_PING_SECONDS "
+                "must not be negative"
+            )
+        self._check_auth()
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"SYNCD_PORT must be between 1 and 65535, got {self.port}")
+        if self.db_statement_timeout_ms < 1 or not self.collection_cache_seconds >= 0:
+            raise ConfigError(
+                "SYNCD_DB_STATEMENT_TIMEOUT_MS must be positive and "
+                "SYNCD_COLLECTION_CACHE_SECONDS must not be negative"
+            )
+        if self.workers < 1:
+            raise ConfigError("SYNCD_WORKERS must be at least 1")
+        if self.database_url and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("SYNCD_DATABASE_URL must start with postgresql://")
+        prefix = self.rxdb_server_prefix
+        if prefix and (
+            not prefix.startswith("/") or prefix.endswith("/") or not _PREFIX.fullmatch(prefix)
+        ):
+            raise ConfigError(
+                "SYNCD_RXDB_SERVER_PREFIX must be empty or a path like /rxdb (a leading and no "
+                f"trailing slash; letters, digits, '-', '_', '.', '/'), got {prefix!r}"
+            )
+        if not _PREFIX.fullmatch(self.rxdb_ws_path):
+            raise ConfigError(
+                "SYNCD_RXDB_WS_PATH must be a path like /rxdb/ws (a leading and no trailing "
+                f"slash; letters, digits, '-', '_', '.', '/'), got {self.rxdb_ws_path!r}"
+            )
+        if not self.sse_keepalive_seconds >= 0:
+            raise ConfigError("SYNCD_SSE_KEEPALIVE_SECONDS must not be negative")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    "SYNCD_CORS_ORIGINS must be '*' or comma-separated origins like "
+                    f"https://app.example.com or http://localhost:3000 (no path), got {origin!r}"
+                )
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The allowed browser origins (``*``: any), as parsed from ``cors_origins``."""
+        return tuple(item.strip() for item in self.cors_origins.split(",") if item.strip())
+
+
+def _parse(name: str, type_name: str, raw: str) -> object:
+    env_name = "SYNCD_" + name.upper()
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "Path":
+            return Path(raw)
+        if type_name == "bool":
+            return _boolean(raw)
+    except ValueError:
+        kind = {"int": "an integer", "float": "a number", "Path": "a path",
+                "bool": "true or false"}[type_name]
+        raise ConfigError(f"{env_name} must be {kind}, got {raw!r}") from None
+    return raw
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)

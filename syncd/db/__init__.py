@@ -1,0 +1,1 @@
+"""The storage layer: every SQL statement syncd runs lives under this package."""

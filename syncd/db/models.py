@@ -1,0 +1,96 @@
+"""Table definitions (SQLAlchemy 2.0 declarative); the alembic migrations create exactly these.
+
+The change-ordering columns ``xid`` and ``seq`` and the ``deleted`` flag are set by a trigger
+(see migrations), never by Python, so rows written with plain SQL by another service are ordered
+and streamed exactly like pushes through syncd.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id type (never wraps around)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "pk": "pk_%(table_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s",
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+        }
+    )
+
+
+class CollectionRecord(Base):
+    __tablename__ = "syncd_collections"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    primary_key: Mapped[str] = mapped_column(String(128))
+    schema: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    # Who may read and write, and how documents are partitioned; null means "shared, open".
+    access_rule: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class DocumentRecord(Base):
+    __tablename__ = "syncd_documents"
+    __table_args__ = (
+        # Serves every pull as one index range scan in change order.
+        Index("ix_syncd_documents_changes", "collection_id", "partition", "xid", "seq"),
+    )
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("syncd_collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The owner or tenant of the row; '' when the collection is shared. Part of the key, so one
+    # tenant can never read, overwrite or probe another's document by guessing its id.
+    partition: Mapped[str] = mapped_column(
+        Text(collation="C"), primary_key=True, server_default=text("''")
+    )
+    id: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    deleted: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    xid: Mapped[int] = mapped_column(Xid8)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,235 @@
+"""Documents: the pull page and the push batch, in as few statements as the rules allow.
+
+Hot path on raw asyncpg (prepared statements, no ORM): a pull is one indexed range scan, a push is
+one statement when nothing conflicts and two when something does, both in one transaction.
+Document JSON is returned as the text PostgreSQL produced, so the web layer can splice it into a
+response without decoding and re-encoding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from syncd.checkpoint import ORIGIN, Position
+from syncd.conflicts import PushRow
+from syncd.db.urls import asyncpg_dsn
+from syncd.exceptions import Unavailable
+
+# Rows below the oldest transaction still running are final: every transaction that could still
+# commit a smaller (xid, seq) has finished. Rows at or above it wait for the next pull, which is
+# what keeps a late-committing writer from being skipped. The horizon and the scan share one
+# statement, hence one snapshot.
+# Column references are qualified: an unqualified ORDER BY xid would sort by the converted
+# output column and give up the index order (a sort of every row after the checkpoint).
+PULL_SQL = """
+SELECT d.data, d.xid::text::bigint AS xid_number, d.seq
+FROM syncd_documents AS d
+WHERE d.collection_id = $1 AND d.partition = $2
+  AND (d.xid, d.seq) > ($3::bigint::text::xid8, $4::bigint)
+  AND d.xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY d.xid, d.seq
+LIMIT $5
+"""
+
+# Compare-and-set for the whole batch in one statement: insert new ids; overwrite a stored row only
+# when it equals the row's assumedMasterState (jsonb equality) and differs from the new state.
+# Rows it did not write stay locked (ON CONFLICT DO UPDATE locks the row before its WHERE), so the
+# follow-up read of the conflicts sees exactly the state that made them conflict. Rows go in id
+# order, so two batches touching the same ids lock them in the same order and cannot deadlock.
+PUSH_SQL = """
+WITH input AS (
+    SELECT i.id, i.assumed, i.new
+    FROM unnest($3::text[], $4::jsonb[], $5::jsonb[]) AS i(id, assumed, new)
+)
+INSERT INTO syncd_documents AS d (collection_id, partition, id, data)
+SELECT $1, $2, input.id, input.new FROM input ORDER BY input.id COLLATE "C"
+ON CONFLICT (collection_id, partition, id) DO UPDATE
+    SET data = EXCLUDED.data
+    WHERE d.data = (SELECT input.assumed FROM input WHERE input.id = EXCLUDED.id)
+      AND d.data <> EXCLUDED.data
+RETURNING d.id
+"""
+
+# The stored state of the rows the push did not write. A row whose stored state already equals
+# the new state is a retried push that had succeeded: not a conflict.
+UNWRITTEN_SQL = """
+SELECT d.data
+FROM unnest($3::text[], $4::jsonb[]) WITH ORDINALITY AS i(id, new, position)
+JOIN syncd_documents AS d
+  ON d.collection_id = $1 AND d.partition = $2 AND d.id = i.id
+WHERE d.data <> i.new
+ORDER BY i.position
+"""
+
+# The newest servable position of each (collection, partition) a node streams, in one statement:
+# the node's poll for changes written by other nodes or by plain SQL. A backward scan of the
+# change index per feed, stopped at its first row below the horizon.
+HEADS_SQL = """
+SELECT f.position, h.xid::text::bigint, h.seq
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS f(collection_id, partition, position)
+CROSS JOIN LATERAL (
+    SELECT d.xid, d.seq
+    FROM syncd_documents AS d
+    WHERE d.collection_id = f.collection_id AND d.partition = f.partition
+      AND d.xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY d.xid DESC, d.seq DESC
+    LIMIT 1
+) AS h
+"""
+
+# Failures of the connection or the server rather than of the statement: the caller may retry.
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection the server cut while it was in use
+    asyncpg.OperatorInterventionError,  # shutdown, cancelled by the statement timeout
+    asyncpg.InsufficientResourcesError,
+)
+
+# Tombstones older than the retention window, a bounded batch per statement: each batch is its
+# own short transaction, so a purge never holds every pull's horizon back for long.
+PURGE_SQL = """
+WITH doomed AS (
+    SELECT d.collection_id, d.partition, d.id
+    FROM syncd_documents AS d
+    JOIN syncd_collections AS c ON c.id = d.collection_id
+    WHERE d.deleted AND d.updated_at < now() - make_interval(secs => $1)
+      AND ($2::text IS NULL OR c.name = $2)
+    LIMIT $3
+)
+DELETE FROM syncd_documents AS d
+USING doomed
+WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
+  AND d.id = doomed.id
+"""
+
+EPOCH_SQL = "SELECT to_hex(system_identifier) FROM pg_control_system()"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    documents: list[str]  # JSON text of each document, as stored
+    last: Position | None  # position of the last document; None when the page is empty
+
+
+class DocumentStore:
+    def __init__(self, pool: asyncpg.Pool, epoch: str) -> None:
+        self._pool = pool
+        self.epoch = epoch  # identifies the cluster whose xids the checkpoints hold
+
+    @classmethod
+    async def open(
+        cls, database_url: str, *, min_size: int, max_size: int, statement_timeout_ms: int
+    ) -> DocumentStore:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(database_url),
+            min_size=min_size,
+            max_size=max_size,
+            server_settings={
+                "statement_timeout": str(statement_timeout_ms),
+                # An idle open transaction would freeze every pull's horizon: never allow one.
+                "idle_in_transaction_session_timeout": str(statement_timeout_ms),
+                "application_name": "syncd",
+            },
+        )
+        async with pool.acquire() as conn:
+            epoch = await conn.fetchval(EPOCH_SQL)
+        return cls(pool, str(epoch))
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; failing to get one means the database is unavailable, whatever
+        PostgreSQL's reason (not accepting connections, too many, shutting down ...)."""
+        try:
+            conn = await self._pool.acquire()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise Unavailable(
+                f"cannot connect to PostgreSQL ({type(exc).__name__}); retry shortly",
+                code="database_unavailable",
+            ) from exc
+        try:
+            yield conn
+        except CONNECTION_LOST as exc:
+            raise Unavailable(
+                f"lost the connection to PostgreSQL ({type(exc).__name__}); retry shortly",
+                code="database_unavailable",
+            ) from exc
+        finally:
+            await self._pool.release(conn)
+
+    async def pull(
+        self, collection_id: uuid.UUID, partition: str, after: Position, limit: int
+    ) -> Page:
+        async with self._connection() as conn:
+            rows = await conn.fetch(PULL_SQL, collection_id, partition, after.xid, after.seq, limit)
+        if not rows:
+            return Page([], None)
+        last = rows[-1]
+        return Page([row[0] for row in rows], Position(last[1], last[2]))
+
+    async def purge_tombstones(
+        self, older_than_seconds: float, collection: str | None, *, batch: int = 10_000
+    ) -> int:
+        """Delete tombstones older than the window; return how many. Clients offline for
+        longer than the window never learn of those deletes, so keep it generous."""
+        total = 0
+        while True:
+            async with self._connection() as conn:
+                status = await conn.execute(PURGE_SQL, older_than_seconds, collection, batch)
+            deleted = int(status.split()[-1])
+            total += deleted
+            if deleted < batch:
+                return total
+
+    async def heads(self, feeds: Sequence[tuple[uuid.UUID, str]]) -> list[Position]:
+        """The newest servable position of each (collection, partition); ORIGIN when empty."""
+        result = [ORIGIN] * len(feeds)
+        if not feeds:
+            return result
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                HEADS_SQL, [cid for cid, _ in feeds], [part for _, part in feeds]
+            )
+        for position, xid, seq in rows:
+            result[position - 1] = Position(xid, seq)
+        return result
+
+    async def push(
+        self, collection_id: uuid.UUID, partition: str, rows: Sequence[PushRow]
+    ) -> list[str]:
+        """Write the non-conflicting rows atomically; return the stored JSON of the others."""
+        ids = [row.id for row in rows]
+        new = [_json(row.new) for row in rows]
+        assumed = [None if row.assumed is None else _json(row.assumed) for row in rows]
+        async with self._connection() as conn, conn.transaction():
+            written = await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
+            if len(written) == len(rows):
+                return []
+            done = {record[0] for record in written}
+            rest = [i for i, doc_id in enumerate(ids) if doc_id not in done]
+            conflicts = await conn.fetch(
+                UNWRITTEN_SQL,
+                collection_id,
+                partition,
+                [ids[i] for i in rest],
+                [new[i] for i in rest],
+            )
+        return [record[0] for record in conflicts]
+
+
+def _json(doc: object) -> str:
+    return orjson.dumps(doc).decode()

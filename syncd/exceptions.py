@@ -1,0 +1,61 @@
+"""The error tree. The web layer maps each class to a status and code in one place.
+
+SyncdError
+├── BadRequest            400  malformed JSON, wrong shapes, bad checkpoints, bad limits
+├── Unauthorized          401
+├── Forbidden             403
+├── NotFound              404  unknown collection
+├── PayloadTooLarge       413
+├── Unprocessable         422  schema violations, values PostgreSQL cannot store
+└── Unavailable           503  the database is unreachable
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SyncdError(Exception):
+    status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details = details
+
+
+class BadRequest(SyncdError):
+    status = 400
+    default_code = "bad_request"
+
+
+class Unauthorized(SyncdError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class Forbidden(SyncdError):
+    status = 403
+    default_code = "forbidden"
+
+
+class NotFound(SyncdError):
+    status = 404
+    default_code = "not_found"
+
+
+class PayloadTooLarge(SyncdError):
+    status = 413
+    default_code = "payload_too_large"
+
+
+class Unprocessable(SyncdError):
+    status = 422
+    default_code = "unprocessable"
+
+
+class Unavailable(SyncdError):
+    status = 503
+    default_code = "unavailable"

@@ -1,0 +1,293 @@
+"""The node's change feed: one reader per (collection, partition), fanned out to subscribers.
+
+On a wake-up a feed reads the new changes once (the same pull query clients use, from the feed's
+own position), serializes them once into a ``Frame``, and offers that same frame to every
+subscriber. Subscribers never cause queries of their own in the steady state.
+
+Wake-ups come from three places: this node's own commits (at once), other nodes' batched
+notifications (``db/signals.py``), and a poll of every streamed feed's head in one statement,
+which also finds rows written with plain SQL and rows that waited behind a long transaction.
+
+Continuity: a subscriber receives every frame after the feed position at which it joined; the
+transport tells the client to resync when it joins, so its own pull covers everything before.
+A subscriber whose buffer overflows loses its queued frames and gets a resync marker instead:
+it catches up by pulling, and never makes the feed or the other subscribers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from syncd import checkpoint as checkpoints
+from syncd.checkpoint import Position
+from syncd.db.store import DocumentStore
+from syncd.wire import page_body
+
+log = logging.getLogger("syncd.hub")
+
+FeedKey = tuple[uuid.UUID, str]  # (collection id, partition)
+
+
+class Frame:
+    """One batch of changes, serialized once for every subscriber and every transport."""
+
+    __slots__ = ("_wrapped", "body")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._wrapped: dict[str, str] = {}
+
+    def wrapped(self, transport: str, wrap: Callable[[bytes], str]) -> str:
+        """The frame as a transport sends it, built once per transport."""
+        text = self._wrapped.get(transport)
+        if text is None:
+            text = self._wrapped[transport] = wrap(self.body)
+        return text
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+RESYNC: Final = _Marker("RESYNC")  # continuity is lost: the client must pull
+END: Final = _Marker("END")  # the node is shutting down
+# Set by the transport: the client left, or its credentials expired. Whatever is queued is moot.
+GONE: Final = _Marker("GONE")
+EXPIRED: Final = _Marker("EXPIRED")
+# Set by the transport's keep-alive timer while nothing is queued: time to show it is alive.
+IDLE: Final = _Marker("IDLE")
+
+Item = Frame | _Marker
+_FINAL = (END, GONE, EXPIRED)
+
+
+class Subscriber:
+    """One stream's bounded outgoing buffer."""
+
+    def __init__(self, key: FeedKey, max_bytes: int) -> None:
+        self.key = key
+        self._max_bytes = max_bytes
+        self._queue: deque[Item] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self.overflows = 0
+
+    def offer(self, frame: Frame) -> None:
+        if self._queue and self._queue[-1] in _FINAL:
+            return
+        if self._bytes + len(frame.body) > self._max_bytes:
+            self.overflows += 1
+            self.resync()
+            return
+        self._queue.append(frame)
+        self._bytes += len(frame.body)
+        self._ready.set()
+
+    def resync(self) -> None:
+        """Drop what is queued: the client's pull after RESYNC covers all of it."""
+        if self._queue and self._queue[-1] in _FINAL:
+            return
+        self._queue.clear()
+        self._bytes = 0
+        self._queue.append(RESYNC)
+        self._ready.set()
+
+    def end(self) -> None:
+        self._queue.append(END)
+        self._ready.set()
+
+    def idle(self) -> None:
+        """Queue an IDLE marker if nothing else is waiting to be sent."""
+        if not self._queue:
+            self._queue.append(IDLE)
+            self._ready.set()
+
+    def interrupt(self, marker: _Marker) -> None:
+        """Stop now: drop what is queued and make ``next()`` return ``marker``."""
+        self._queue.clear()
+        self._bytes = 0
+        self._queue.append(marker)
+        self._ready.set()
+
+    async def next(self) -> Item:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._queue.popleft()
+        if isinstance(item, Frame):
+            self._bytes -= len(item.body)
+        return item
+
+
+class Feed:
+    def __init__(self, hub: Hub, key: FeedKey) -> None:
+        self.hub = hub
+        self.key = key
+        self.position: Position | None = None
+        self.subscribers: set[Subscriber] = set()
+        self.wake = asyncio.Event()
+        self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
+        self.task: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        self.position = (await self.hub.store.heads([self.key]))[0]
+        self.task = asyncio.create_task(self._run(), name=f"syncd-feed-{self.key[0]}")
+
+    async def _run(self) -> None:
+        store, limit = self.hub.store, self.hub.frame_limit
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            assert self.position is not None
+            try:
+                while True:
+                    page = await store.pull(self.key[0], self.key[1], self.position, limit)
+                    if page.last is None:
+                        break
+                    self.position = page.last
+                    frame = Frame(
+                        page_body(page.documents, checkpoints.encode(page.last, store.epoch))
+                    )
+                    for subscriber in tuple(self.subscribers):
+                        subscriber.offer(frame)
+                    if len(page.documents) < limit:
+                        break
+            except Exception as exc:  # any failure: retry later, the position is kept
+                self.hub.database_failed(exc)
+                await asyncio.sleep(self.hub.retry_seconds)
+                self.wake.set()
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self.ready, self.task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Hub:
+    def __init__(
+        self,
+        store: DocumentStore,
+        *,
+        frame_limit: int,
+        buffer_bytes: int,
+        poll_seconds: float,
+        retry_seconds: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.frame_limit = frame_limit
+        self.retry_seconds = retry_seconds
+        self._buffer_bytes = buffer_bytes
+        self._poll_seconds = poll_seconds
+        # Tells the other nodes (set once signals exist); None on a single node.
+        self.publish: Callable[[uuid.UUID], None] | None = None
+        self._feeds: dict[FeedKey, Feed] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._database_failing = False
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._poller = asyncio.create_task(self._poll(), name="syncd-hub-poll")
+
+    def end_streams(self) -> None:
+        """The node is going down: tell every stream to end now, so that its client
+        reconnects (to another node) instead of waiting for the connection to be cut."""
+        for feed in self._feeds.values():
+            for subscriber in feed.subscribers:
+                subscriber.end()
+
+    async def close(self) -> None:
+        """End every stream (the transports close them so that clients reconnect elsewhere)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            for subscriber in feed.subscribers:
+                subscriber.end()
+            await feed.stop()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(feed.subscribers) for feed in self._feeds.values())
+
+    async def subscribe(self, collection_id: uuid.UUID, partition: str) -> Subscriber:
+        """Register a subscriber; every change after this moment reaches it (or a RESYNC)."""
+        key = (collection_id, partition)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = Feed(self, key)
+        subscriber = Subscriber(key, self._buffer_bytes)
+        feed.subscribers.add(subscriber)
+        try:
+            await asyncio.shield(feed.ready)
+        except BaseException:
+            self.unsubscribe(subscriber)
+            raise
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        feed = self._feeds.get(subscriber.key)
+        if feed is None:
+            return
+        feed.subscribers.discard(subscriber)
+        if not feed.subscribers:
+            del self._feeds[subscriber.key]
+            # Keep a reference: the event loop holds tasks only weakly.
+            stopping = asyncio.create_task(feed.stop())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+
+    def committed(self, collection_id: uuid.UUID, partition: str) -> None:
+        """This node committed changes: wake the local feed now, tell the other nodes soon."""
+        feed = self._feeds.get((collection_id, partition))
+        if feed is not None:
+            feed.wake.set()
+        if self.publish is not None:
+            self.publish(collection_id)
+
+    def changed_elsewhere(self, collection_ids: set[uuid.UUID]) -> None:
+        for (collection_id, _), feed in self._feeds.items():
+            if collection_id in collection_ids:
+                feed.wake.set()
+
+    def database_failed(self, exc: Exception) -> None:
+        if not self._database_failing:
+            log.warning("cannot read changes from PostgreSQL: %s", exc)
+        self._database_failing = True
+
+    def _database_back(self) -> None:
+        """Nothing was skipped while PostgreSQL was away (feeds keep their positions), but the
+        clients' pushes failed meanwhile: a resync makes them pull and push again at once."""
+        self._database_failing = False
+        log.info("reading changes from PostgreSQL again; resyncing subscribers")
+        for feed in self._feeds.values():
+            for subscriber in tuple(feed.subscribers):
+                subscriber.resync()
+            feed.wake.set()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_seconds)
+            feeds = [f for f in self._feeds.values() if f.position is not None]
+            if not feeds:
+                continue
+            try:
+                heads = await self.store.heads([f.key for f in feeds])
+            except Exception as exc:  # the feeds keep their positions; try again next tick
+                self.database_failed(exc)
+                continue
+            if self._database_failing:
+                self._database_back()
+            for feed, head in zip(feeds, heads, strict=True):
+                if feed.position is not None and head > feed.position:
+                    feed.wake.set()

@@ -1,0 +1,149 @@
+"""Pull and push, shared by every way in (native API, rxdb-server protocol, RxDB websocket).
+
+Adapters translate wire formats; the rules of what a pull returns and what a push writes live
+here and below.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+
+from syncd import checkpoint as checkpoints
+from syncd.auth.access import AccessRule
+from syncd.auth.identity import Identity
+from syncd.config import Settings
+from syncd.conflicts import parse_push_rows, raise_if_too_deep
+from syncd.db.registry import CollectionRegistry
+from syncd.db.store import DocumentStore
+from syncd.exceptions import BadRequest, NotFound
+from syncd.hub import Hub, Subscriber
+from syncd.schema import Validator, compile_validator
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    id: uuid.UUID
+    name: str
+    primary_key: str
+    schema_version: int
+    validate: Validator
+    access: AccessRule
+    loaded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    documents: list[str]  # stored JSON text, ready to splice into a response
+    checkpoint: dict[str, Any] | None
+
+
+class SyncService:
+    # RxDB clients push at most push.batchSize rows (100 by default); this admits generous
+    # batch sizes while keeping one push to one bounded statement.
+    MAX_PUSH_ROWS = 10_000
+
+    def __init__(
+        self, settings: Settings, store: DocumentStore, registry: CollectionRegistry, hub: Hub
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._registry = registry
+        self._hub = hub
+        self._collections: dict[str, Collection] = {}
+
+    async def collection(self, name: str) -> Collection:
+        cached = self._collections.get(name)
+        if cached and time.monotonic() - cached.loaded_at < self._settings.collection_cache_seconds:
+            return cached
+        # PostgreSQL text cannot hold U+0000, so no collection has such a name; asking the
+        # database would fail with an encoding error that reads like an outage (503).
+        record = None if "\x00" in name else await self._registry.get(name)
+        if record is None:
+            self._collections.pop(name, None)
+            raise NotFound(
+                f"collection {name!r} does not exist; register it with "
+                f"`syncd collections add {name} --schema FILE.json`",
+                code="unknown_collection",
+            )
+        if cached and cached.id == record.id and cached.schema_version == record.schema_version:
+            fresh = replace(
+                cached, access=AccessRule.parse(record.access_rule), loaded_at=time.monotonic()
+            )
+        else:
+            fresh = Collection(
+                id=record.id,
+                name=record.name,
+                primary_key=record.primary_key,
+                schema_version=record.schema_version,
+                validate=compile_validator(record.schema),
+                access=AccessRule.parse(record.access_rule),
+                loaded_at=time.monotonic(),
+            )
+        self._collections[name] = fresh
+        return fresh
+
+    def check_limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self._settings.pull_default_limit
+        if not 1 <= limit <= self._settings.pull_max_limit:
+            raise BadRequest(
+                f"limit must be between 1 and {self._settings.pull_max_limit}, got {limit}",
+                code="invalid_limit",
+            )
+        return limit
+
+    async def pull(
+        self, name: str, identity: Identity, checkpoint: Any, limit: int | None
+    ) -> PullResult:
+        """Up to ``limit`` changes after ``checkpoint``, in change order; never a short page
+        while more visible changes exist. Only the caller's partition is ever read."""
+        collection = await self.collection(name)
+        partition = collection.access.partition_for(identity, write=False)
+        count = self.check_limit(limit)
+        after = checkpoints.decode(checkpoint, self._store.epoch)
+        page = await self._store.pull(collection.id, partition, after, count)
+        if page.last is None:
+            return PullResult([], checkpoint)
+        return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
+
+    async def push(self, name: str, identity: Identity, body: Any) -> list[str]:
+        """Apply a batch of push rows; return the stored state of every row that conflicted.
+
+        Rows live in the caller's partition: ids of other partitions are different rows, so a
+        conflict answer can only ever carry the caller's own documents."""
+        collection = await self.collection(name)
+        partition = collection.access.partition_for(identity, write=True)
+        try:
+            rows = parse_push_rows(
+                body, collection.primary_key, collection.validate, max_rows=self.MAX_PUSH_ROWS
+            )
+        except RecursionError:
+            raise_if_too_deep(body, collection.primary_key)
+            raise
+        if not rows:
+            return []
+        collection.access.check_owner(partition, (row.new for row in rows))
+        try:
+            conflicts = await self._store.push(collection.id, partition, rows)
+        except orjson.JSONEncodeError:  # an alias of TypeError: re-raised unless too deep
+            raise_if_too_deep(body, collection.primary_key)
+            raise
+        if len(conflicts) < len(rows):
+            self._hub.committed(collection.id, partition)
+        return conflicts
+
+    async def subscribe(self, name: str, identity: Identity) -> tuple[Collection, Subscriber]:
+        """Register a live subscriber; from now on every change of the caller's partition
+        reaches it, or a RESYNC."""
+        collection = await self.collection(name)
+        partition = collection.access.partition_for(identity, write=False)
+        return collection, await self._hub.subscribe(collection.id, partition)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._hub.unsubscribe(subscriber)
+

@@ -1,0 +1,140 @@
+"""The ASGI application: wiring of settings, storage, the service and the adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import Route
+
+from syncd import __version__
+from syncd.auth import build_authenticator
+from syncd.config import Settings
+from syncd.db import migrate
+from syncd.db.registry import CollectionRegistry
+from syncd.db.signals import Signals
+from syncd.db.store import DocumentStore
+from syncd.exceptions import SyncdError
+from syncd.hub import Hub
+from syncd.service import SyncService
+from syncd.web import native, rxdb_server, rxdb_ws
+from syncd.web.cors import CORSMiddleware
+from syncd.web.responses import DATABASE_UNAVAILABLE, JSONBytes, handle_exception, json_response
+
+log = logging.getLogger("syncd")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    if not settings.database_url:
+        raise SystemExit(
+            "SYNCD_DATABASE_URL is not set; start syncd with `syncd serve`, which runs the "
+            "embedded PostgreSQL, or point SYNCD_DATABASE_URL at a PostgreSQL server"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await migrate.ensure_current(settings.database_url)
+        store = await DocumentStore.open(
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        )
+        registry = CollectionRegistry.connect(settings.database_url)
+        hub = Hub(
+            store,
+            frame_limit=settings.stream_frame_limit,
+            buffer_bytes=settings.stream_buffer_bytes,
+            poll_seconds=settings.stream_poll_ms / 1000,
+        )
+        signals = Signals(
+            settings.database_url,
+            node=uuid.uuid4().hex[:12],
+            on_remote=hub.changed_elsewhere,
+            interval=settings.stream_notify_ms / 1000,
+        )
+        hub.publish = signals.committed
+        hub.start()
+        signals.start()
+        authenticator = build_authenticator(settings)
+        app.state.authenticator = authenticator
+        app.state.settings = settings
+        app.state.store = store
+        app.state.hub = hub
+        app.state.service = SyncService(settings, store, registry, hub)
+        restore_signal = _on_termination(hub.end_streams)
+        try:
+            yield
+        finally:
+            restore_signal()
+            await hub.close()
+            await authenticator.close()
+            await signals.close()
+            await registry.close()
+            await store.close()
+
+    async def healthz(_request: Request) -> JSONBytes:
+        return json_response({"status": "ok", "version": __version__})
+
+    async def readyz(request: Request) -> JSONBytes:
+        store: DocumentStore = request.app.state.store
+        await store.ping()
+        return json_response({"status": "ready"})
+
+    handlers = dict.fromkeys((SyncdError, HTTPException, Exception, *DATABASE_UNAVAILABLE),
+                             handle_exception)
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            *native.routes,
+            *rxdb_server.routes(settings.rxdb_server_prefix),
+            *rxdb_ws.routes(settings),
+        ],
+        middleware=[Middleware(CORSMiddleware, origins=settings.cors_origin_list)]
+        if settings.cors_origin_list else [],
+        lifespan=lifespan,
+        exception_handlers=handlers,
+    )
+
+
+def _on_termination(callback: Callable[[], None]) -> Callable[[], None]:
+    """Also run ``callback`` when the server is told to stop (SIGTERM/SIGINT).
+
+    uvicorn waits for open HTTP responses before it shuts the application down, so a
+    Server-Sent Events stream would only be cut when the graceful timeout runs out. The server's
+    own signal handler stays in charge; this only chains the callback in front of it. Returns a
+    function that puts the previous handlers back.
+    """
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals reach only the main thread: whoever runs us handles them
+    for number in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(number)
+        if not callable(handler):
+            continue  # not a Python handler (SIG_DFL/SIG_IGN): uvicorn is not in charge here
+
+        def chained(signum: int, frame: Any, handler: Any = handler) -> None:
+            loop.call_soon_threadsafe(callback)
+            handler(signum, frame)
+
+        previous[number] = handler
+        signal.signal(number, chained)
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    return restore

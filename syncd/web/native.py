@@ -1,0 +1,75 @@
+"""The native API (DESIGN.md §3): ``/api/v1/sync/{collection}`` pull and push."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from syncd import checkpoint as checkpoints
+from syncd.service import SyncService
+from syncd.web.bodies import parse_limit, read_json
+from syncd.web.credentials import identify, selected_subprotocol
+from syncd.web.responses import JSONBytes
+from syncd.web.streaming import close_for, relay
+from syncd.wire import RESYNC, json_array, page_body
+
+
+def _service(request: Request) -> SyncService:
+    service: SyncService = request.app.state.service
+    return service
+
+
+async def pull(request: Request) -> JSONBytes:
+    params = request.query_params
+    checkpoint = checkpoints.parse_query_value(params.get("checkpoint"))
+    result = await _service(request).pull(
+        request.path_params["collection"],
+        await identify(request),
+        checkpoint,
+        parse_limit(params.get("limit")),
+    )
+    return JSONBytes(page_body(result.documents, result.checkpoint))
+
+
+async def push(request: Request) -> JSONBytes:
+    identity = await identify(request)
+    body = await read_json(request, request.app.state.settings.max_body_bytes)
+    conflicts = await _service(request).push(request.path_params["collection"], identity, body)
+    return JSONBytes(json_array(conflicts))
+
+
+async def pull_or_push(request: Request) -> JSONBytes:
+    return await (push if request.method == "POST" else pull)(request)
+
+
+# One route for both methods, so that a 405 lists every allowed method in its Allow header
+# (with one route per method, Starlette answers for the first route only: "GET, HEAD").
+routes: list[BaseRoute] = [
+    Route("/api/v1/sync/{collection}", pull_or_push, methods=["GET", "POST"]),
+]
+
+
+async def stream(websocket: WebSocket) -> None:
+    """Live changes: ``"RESYNC"`` once subscribed, then ``{documents, checkpoint}`` frames."""
+    service: SyncService = websocket.app.state.service
+    try:
+        identity = await identify(websocket)
+        _, subscriber = await service.subscribe(websocket.path_params["collection"], identity)
+    except Exception as exc:
+        await websocket.accept(subprotocol=selected_subprotocol(websocket))
+        await close_for(websocket, exc)
+        return
+    try:
+        await websocket.accept(subprotocol=selected_subprotocol(websocket))
+        await websocket.send_text(RESYNC)
+        await relay(websocket, subscriber, _native_frame, expires_at=identity.expires_at)
+    finally:
+        service.unsubscribe(subscriber)
+
+
+def _native_frame(body: bytes) -> str:
+    return body.decode()
+
+
+routes.append(WebSocketRoute("/api/v1/sync/{collection}/stream", stream))

@@ -1,0 +1,538 @@
+"""RxDB's websocket replication (``replicateWithWebsocketServer``) at one endpoint.
+
+The client sends JSON text frames ``{"id", "collection", "method", "params"}`` and matches the
+answers ``{"id", "collection", "result"}`` by ``id``; ``collection`` is the syncd collection name,
+and one socket may carry several collections:
+
+* ``masterChangesSince`` ``[checkpoint | null, batchSize]`` → ``{documents, checkpoint}``;
+* ``masterWrite`` ``[rows]`` → the conflicting master documents;
+* ``masterChangeStream$`` (id ``"stream"``) → no answer; from then on every change of the
+  collection arrives as ``{"id": "stream", "collection", "result": {documents, checkpoint}}``,
+  or ``"result": "RESYNC"`` when the node cannot guarantee continuity;
+* ``auth`` ``[headers]`` → no answer; the token is taken from the ``Authorization`` header.
+
+The client has no timeout and no retry for a request, so an unanswered one stalls it for good.
+Hence every request is answered exactly once, in order, also when it fails (a pull with an empty
+page echoing its checkpoint plus an ``error`` field, a write with ``result: null`` plus ``error``,
+which the client retries), when the socket is closed for expired credentials, and when the node
+shuts down (see ``draining.py``). See docs/rxdb-compat.md for the behaviour in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from syncd.auth.identity import Identity
+from syncd.config import Settings
+from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
+from syncd.hub import END, RESYNC, Frame, Subscriber
+from syncd.service import SyncService
+from syncd.web.credentials import identify, selected_subprotocol
+from syncd.web.draining import on_shutdown
+from syncd.web.responses import error_response
+from syncd.web.streaming import CLOSE_RESTART, close_for
+from syncd.wire import json_array, page_body
+
+log = logging.getLogger("syncd.web")
+
+PULL: Final = "masterChangesSince"
+WRITE: Final = "masterWrite"
+STREAM: Final = "masterChangeStream$"
+AUTH: Final = "auth"
+
+# Requests that arrive before the socket is authenticated wait for the ``auth`` message (after a
+# reconnect the client flushes its queued requests first, then ``auth``, in the same burst), at
+# most this long and this many; then the socket is closed with 4401.
+AUTH_WAIT_SECONDS = 3.0
+AUTH_WAIT_FRAMES = 1000
+# Received frames not yet handled; beyond this the socket is not read (TCP backpressure).
+INBOX_FRAMES = 64
+# After a pull failed on the server's side, the stream tells the client to pull again this much
+# later (not at once, which would loop as fast as the failure repeats).
+RESYNC_AFTER_FAILURE_SECONDS = 1.0
+# On shutdown, requests that are still arriving are answered until the client is quiet for this
+# long, for at most DRAIN_SECONDS; then the socket closes with 1012.
+DRAIN_QUIET_SECONDS = 0.1
+DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    id: Any  # any JSON value but null, echoed back as sent
+    collection: Any
+    method: Any
+    params: Any
+    size: int
+    problem: SyncdError | None = None  # the frame could not be read: answer with this error
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    rank: int  # a stronger reason replaces a weaker one
+    error: SyncdError | None = None  # close for this error (None: 1012, node shutting down)
+
+
+_DRAIN = _Stop(1)
+_GONE = _Stop(3)  # the client left: nothing more can be sent
+
+
+def _reject(error: SyncdError) -> _Stop:
+    return _Stop(2, error)
+
+
+class RxdbSocket:
+    """One client socket: frames are handled one at a time, in the order they arrived."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.service: SyncService = websocket.app.state.service
+        self.settings: Settings = websocket.app.state.settings
+        self.identity: Identity | None = None
+        self._auth_error: SyncdError = Unauthorized("not authenticated")
+        self._auth_deadline = 0.0
+        self._waiting: deque[Request] = deque()  # received before the socket authenticated
+        self._waiting_size = 0
+        self._inbox: deque[str | bytes] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stop: _Stop | None = None
+        self._closed = False
+        self._streams: dict[str, tuple[Subscriber, asyncio.Task[None]]] = {}
+        self._resyncs: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        await self.websocket.accept(subprotocol=selected_subprotocol(self.websocket))
+        on_shutdown(self.websocket, lambda: self._stop_for(_DRAIN))
+        reader = asyncio.create_task(self._read())
+        try:
+            await self._authenticate_connection()
+            while (frame := await self._next()) is not None:
+                await self._handle(frame)
+            await self._finish()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await self._end_streams()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                while len(self._inbox) >= INBOX_FRAMES:
+                    self._room.clear()
+                    await self._room.wait()
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("text")
+                self._inbox.append(data if data is not None else message.get("bytes") or b"")
+                self._ready.set()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        self._stop_for(_GONE)
+
+    async def _next(self) -> str | bytes | None:
+        """The next frame to handle; None once the socket is to stop (``_stop`` says why)."""
+        while self._stop is None:
+            self._check_deadline()
+            if self._inbox and self._stop is None:
+                self._room.set()
+                return self._inbox.popleft()
+            self._ready.clear()
+            deadline = self._deadline()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._ready.wait(), None if deadline is None else deadline - time.time()
+                )
+        return None
+
+    @property
+    def _serving(self) -> bool:
+        return self._stop is None or self._stop is _DRAIN
+
+    def _stop_for(self, stop: _Stop) -> None:
+        if self._stop is None or stop.rank > self._stop.rank:
+            self._stop = stop
+        self._ready.set()
+
+    # -- authentication --------------------------------------------------------------------
+
+    async def _authenticate_connection(self) -> None:
+        """Credentials of the upgrade request (query ``access_token``, ``Authorization``, a
+        ``bearer.`` subprotocol); without valid ones, requests wait for the ``auth`` message."""
+        self._auth_deadline = time.time() + AUTH_WAIT_SECONDS
+        try:
+            self.identity = await identify(self.websocket)
+        except SyncdError as exc:
+            self._auth_error = exc
+        except Exception as exc:
+            self._auth_error = _as_syncd_error(exc)
+
+    async def _authenticate(self, request: Request) -> None:
+        """The ``auth`` message: its headers' token replaces the connection's credentials."""
+        token = _token_of(request.params)
+        if token is None and self.identity is not None:
+            return  # nothing new to check
+        try:
+            self.identity = await identify(self.websocket, token)
+        except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
+            self._stop_for(_reject(_as_syncd_error(exc)))
+            return
+        while self._waiting and self._serving:
+            request = self._waiting.popleft()
+            self._waiting_size -= request.size
+            await self._dispatch(request)
+
+    def _deadline(self) -> float | None:
+        if self.identity is None:
+            return self._auth_deadline
+        return self.identity.expires_at
+
+    def _check_deadline(self) -> None:
+        deadline = self._deadline()
+        if deadline is None or time.time() < deadline:
+            return
+        if self.identity is None:
+            self._stop_for(_reject(self._auth_error))
+        else:
+            self._stop_for(_reject(Unauthorized("credentials expired; reconnect",
+                                                code="credentials_expired")))
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _handle(self, frame: str | bytes) -> None:
+        request = _parse(frame)
+        if request is None:
+            return
+        if request.method == AUTH and request.problem is None:
+            await self._authenticate(request)
+        elif self.identity is None:
+            self._waiting.append(request)
+            self._waiting_size += request.size
+            if (len(self._waiting) > AUTH_WAIT_FRAMES
+                    or self._waiting_size > self.settings.max_body_bytes):
+                self._stop_for(_reject(self._auth_error))
+        else:
+            await self._dispatch(request)
+
+    async def _dispatch(self, request: Request) -> None:
+        assert self.identity is not None
+        if request.problem is not None:
+            await self._fail(request, request.problem)
+        elif request.method == STREAM:
+            await self._subscribe(request)
+        elif request.method == PULL:
+            await self._pull(request, self.identity)
+        elif request.method == WRITE:
+            await self._write(request, self.identity)
+        else:
+            await self._fail(request, BadRequest(
+                f"unknown method {_short(request.method)}; expected {PULL}, {WRITE}, "
+                f"{STREAM} or {AUTH}", code="unknown_method",
+            ))
+
+    async def _pull(self, request: Request, identity: Identity) -> None:
+        try:
+            checkpoint, limit = _pull_params(request.params)
+            result = await self.service.pull(_name(request), identity, checkpoint, limit)
+        except Exception as exc:
+            await self._fail(request, exc)
+            return
+        await self._send(_envelope(request, page_body(result.documents, result.checkpoint)))
+
+    async def _write(self, request: Request, identity: Identity) -> None:
+        params = request.params
+        try:
+            if not isinstance(params, list) or not params:
+                raise BadRequest(f"{WRITE} params must be [rows]", code="invalid_params")
+            conflicts = await self.service.push(_name(request), identity, params[0])
+        except Exception as exc:
+            await self._fail(request, exc)
+            return
+        await self._send(_envelope(request, json_array(conflicts)))
+
+    async def _fail(self, request: Request, exc: Exception) -> None:
+        """Answer a request that failed: a pull with an empty page echoing its checkpoint (the
+        client has no error channel for pulls), anything else with ``result: null`` (a write is
+        then retried by the client); both with an ``error`` object."""
+        if request.method == STREAM or request.method == AUTH:
+            return  # these are never answered
+        error = _as_syncd_error(exc)
+        if request.method == PULL:
+            checkpoint = _echo(request.params)
+            result = page_body([], checkpoint)
+            if (error.status >= 500 and isinstance(request.collection, str)
+                    and self._stop is None):
+                self._resync_later(request.collection)
+        else:
+            result = b"null"
+        await self._send(_envelope(request, result, _error_object(exc, error)))
+        if isinstance(error, Unauthorized):
+            self._stop_for(_reject(error))
+
+    # -- streams ---------------------------------------------------------------------------
+
+    async def _subscribe(self, request: Request) -> None:
+        """Subscribe before the next frame is handled, so the client's RESYNC pull that follows
+        and the stream together miss nothing. A second subscribe to a collection is ignored."""
+        name = request.collection
+        if not isinstance(name, str) or name in self._streams:
+            return
+        assert self.identity is not None
+        try:
+            _, subscriber = await self.service.subscribe(name, self.identity)
+        except Exception as exc:
+            error = _as_syncd_error(exc)
+            if error.status >= 500:  # the client reconnects, resubscribes and resyncs
+                self._stop_for(_reject(error))
+            else:  # an unknown or forbidden collection: its pulls say so
+                log.info("rxdb websocket: no stream for %r: %s", name, error.message)
+            return
+        relay = asyncio.create_task(self._relay(name, subscriber))
+        self._streams[name] = (subscriber, relay)
+
+    async def _relay(self, name: str, subscriber: Subscriber) -> None:
+        # Frames are encoded once per collection for every socket (the feed is per collection).
+        transport = f"rxdb-ws:{name}"
+
+        def wrap(body: bytes) -> str:
+            return _stream_frame(name, body)
+
+        resync = wrap(b'"RESYNC"')
+        while True:
+            item = await subscriber.next()
+            if item is END:
+                self._stop_for(_DRAIN)
+                return
+            text = resync if item is RESYNC else None
+            if isinstance(item, Frame):
+                text = item.wrapped(transport, wrap)
+            if text is not None and not await self._send(text):
+                return
+
+    def _resync_later(self, name: str) -> None:
+        if name in self._resyncs:
+            return
+
+        async def resync() -> None:
+            await asyncio.sleep(RESYNC_AFTER_FAILURE_SECONDS)
+            del self._resyncs[name]
+            stream = self._streams.get(name)
+            if stream is not None:
+                stream[0].resync()  # through the stream, in order with its frames
+            else:
+                await self._send(_stream_frame(name, b'"RESYNC"'))
+
+        self._resyncs[name] = asyncio.create_task(resync())
+
+    async def _end_streams(self) -> None:
+        tasks = [relay for _, relay in self._streams.values()] + list(self._resyncs.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for subscriber, _ in self._streams.values():
+            self.service.unsubscribe(subscriber)
+        self._streams.clear()
+        self._resyncs.clear()
+
+    # -- sending and closing ---------------------------------------------------------------
+
+    async def _send(self, text: str) -> bool:
+        if self._closed:
+            return False
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._stop_for(_GONE)
+            return False
+        return True
+
+    async def _finish(self) -> None:
+        """Leave no received request unanswered, then close with the stop's code."""
+        stop = self._stop
+        assert stop is not None
+        if stop is _DRAIN:
+            await self._drain()
+            stop = self._stop
+            assert stop is not None
+        if stop is _GONE:
+            return
+        error = stop.error or Unavailable("this syncd node is shutting down; reconnect",
+                                          code="shutting_down")
+        await self._fail_unanswered(error)
+        if stop.error is not None:
+            # Requests the client sent before it could know the socket is closing (a write
+            # racing the token's expiry) must be answered too: RxDB never times a request out.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DRAIN_SECONDS
+            while loop.time() < deadline:
+                self._ready.clear()
+                try:
+                    await asyncio.wait_for(self._ready.wait(), DRAIN_QUIET_SECONDS)
+                except TimeoutError:
+                    break
+                if self._stop is _GONE:
+                    return
+                await self._fail_unanswered(error)
+        await self._end_streams()
+        self._closed = True
+        try:
+            if stop.error is None:
+                await self.websocket.close(CLOSE_RESTART, "syncd node shutting down; reconnect")
+            else:
+                await close_for(self.websocket, stop.error)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    async def _fail_unanswered(self, error: SyncdError) -> None:
+        unanswered = list(self._waiting) + [r for r in map(_parse, self._inbox) if r is not None]
+        self._waiting.clear()
+        self._inbox.clear()
+        self._room.set()
+        for request in unanswered:
+            await self._fail(request, error)
+
+    async def _drain(self) -> None:
+        """The node shuts down: answer what arrives until the client is quiet (or the drain
+        time is up), including requests that were waiting for ``auth`` if it comes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while self._stop is _DRAIN and loop.time() < deadline:
+            if not self._inbox:
+                self._ready.clear()
+                quiet = min(DRAIN_QUIET_SECONDS, deadline - loop.time())
+                try:
+                    await asyncio.wait_for(self._ready.wait(), quiet)
+                except TimeoutError:
+                    return
+                continue
+            self._room.set()
+            await self._handle(self._inbox.popleft())
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    await RxdbSocket(websocket).run()
+
+
+def routes(settings: Settings) -> list[BaseRoute]:
+    return [WebSocketRoute(settings.rxdb_ws_path, endpoint)]
+
+
+# -- frames: pure helpers ------------------------------------------------------------------
+
+
+def _parse(frame: str | bytes) -> Request | None:
+    """A request, or None for a frame without an id (nothing could answer it: logged)."""
+    problem: SyncdError | None = None
+    try:
+        message = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses a few things the standard parser reads (lone surrogates, numbers
+        # beyond a double, deep nesting): enough to find the id and answer with an error.
+        try:
+            message = json.loads(frame)
+            orjson.dumps([message.get("id"), message.get("collection")])
+        except Exception:
+            log.warning("rxdb websocket: ignored a frame that is not JSON: %s", _short(frame))
+            return None
+        problem = BadRequest(f"the frame is not JSON syncd can read: {exc}", code="invalid_json")
+        message = {key: message.get(key) for key in ("id", "collection", "method")}
+    if not isinstance(message, dict) or message.get("id") is None:
+        log.warning("rxdb websocket: ignored a frame without an id: %s", _short(frame))
+        return None
+    return Request(
+        id=message["id"],
+        collection=message.get("collection"),
+        method=message.get("method"),
+        params=message.get("params"),
+        size=len(frame),
+        problem=problem,
+    )
+
+
+def _envelope(request: Request, result: bytes, error: dict[str, Any] | None = None) -> str:
+    body = (
+        b'{"id":' + orjson.dumps(request.id)
+        + b',"collection":' + orjson.dumps(request.collection)
+        + b',"result":' + result
+    )
+    if error is not None:
+        body += b',"error":' + orjson.dumps(error)
+    return (body + b"}").decode()
+
+
+def _stream_frame(name: str, result: bytes) -> str:
+    return (b'{"id":"stream","collection":' + orjson.dumps(name) + b',"result":' + result
+            + b"}").decode()
+
+
+def _name(request: Request) -> str:
+    if not isinstance(request.collection, str):
+        raise BadRequest("collection must be the name of a syncd collection (a string)",
+                         code="invalid_collection")
+    return request.collection
+
+
+def _pull_params(params: Any) -> tuple[Any, int | None]:
+    if not isinstance(params, list) or not params:
+        raise BadRequest(f"{PULL} params must be [checkpoint or null, batchSize]",
+                         code="invalid_params")
+    limit = params[1] if len(params) > 1 else None
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise BadRequest(f"batchSize must be an integer, got {_short(limit)}",
+                         code="invalid_limit")
+    return params[0], limit
+
+
+def _echo(params: Any) -> dict[str, Any] | None:
+    """The checkpoint a failed pull answers with: the request's own, when it is an object."""
+    checkpoint = params[0] if isinstance(params, list) and params else None
+    return checkpoint if isinstance(checkpoint, dict) else None
+
+
+def _token_of(params: Any) -> str | None:
+    """The token in an ``auth`` message's headers: ``Authorization: Bearer <token>`` (any
+    case), or a bare ``Authorization: <token>``."""
+    headers = params[0] if isinstance(params, list) and params else None
+    if not isinstance(headers, dict):
+        return None
+    for name, value in headers.items():
+        if isinstance(name, str) and name.lower() == "authorization" and isinstance(value, str):
+            scheme, _, rest = value.strip().partition(" ")
+            if rest.strip():
+                return rest.strip() if scheme.lower() == "bearer" else None
+            return scheme if scheme and scheme.lower() != "bearer" else None
+    return None
+
+
+def _as_syncd_error(exc: Exception) -> SyncdError:
+    if isinstance(exc, SyncdError):
+        return exc
+    response = error_response(exc)  # logs it, as for any HTTP request
+    error = orjson.loads(response.body)["error"]
+    kind = Unavailable if response.status_code == Unavailable.status else SyncdError
+    return kind(error["message"], code=error["code"])
+
+
+def _error_object(exc: Exception, error: SyncdError) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": error.status, "code": error.code, "message": error.message}
+    if isinstance(exc, SyncdError) and exc.details is not None:
+        body["details"] = exc.details
+    return body
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return repr(text if len(text) <= 80 else text[:77] + "...")

@@ -1,0 +1,84 @@
+"""Relaying a hub subscriber to a websocket: shared by the native stream and RxDB's websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from syncd.exceptions import SyncdError
+from syncd.hub import END, EXPIRED, GONE, RESYNC, Frame, Subscriber
+from syncd.web.responses import DATABASE_UNAVAILABLE
+from syncd.wire import RESYNC as RESYNC_TEXT
+
+log = logging.getLogger("syncd.web")
+
+# Close codes. 1012 (service restart) and 1013 (try again later) make clients reconnect, to
+# another node if there is one; 4000 + HTTP status for a request that will not work as sent.
+CLOSE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+# The credentials expired during the stream: reconnect with fresh ones (like HTTP 401).
+CLOSE_REAUTHENTICATE = 4401
+
+
+async def relay(
+    websocket: WebSocket, subscriber: Subscriber, frame_text: Callable[[bytes], str],
+    transport: str = "native", *, expires_at: float | None = None,
+) -> None:
+    """Send the subscriber's frames until the client leaves, its credentials expire, or the
+    node shuts down. One task per stream watches for the client leaving and a timer for the
+    expiry; each frame costs only the send."""
+    watcher = asyncio.create_task(_until_closed(websocket, subscriber))
+    expiry = (
+        None
+        if expires_at is None
+        else asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), subscriber.interrupt, EXPIRED
+        )
+    )
+    try:
+        while True:
+            item = await subscriber.next()
+            if isinstance(item, Frame):
+                await websocket.send_text(item.wrapped(transport, frame_text))
+            elif item is RESYNC:
+                await websocket.send_text(RESYNC_TEXT)
+            elif item is EXPIRED:
+                await websocket.close(CLOSE_REAUTHENTICATE, "credentials expired; reconnect")
+                return
+            elif item is END:
+                await websocket.close(CLOSE_RESTART, "syncd node shutting down; reconnect")
+                return
+            else:  # GONE
+                return
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client went away while we were sending
+    finally:
+        watcher.cancel()
+        if expiry is not None:
+            expiry.cancel()
+
+
+async def _until_closed(websocket: WebSocket, subscriber: Subscriber) -> None:
+    """Drain incoming messages (the native stream expects none); when the client disconnects,
+    stop the relay."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            subscriber.interrupt(GONE)
+            return
+
+
+async def close_for(websocket: WebSocket, exc: Exception) -> None:
+    """Close an accepted websocket with a code that says whether retrying can help."""
+    if isinstance(exc, SyncdError) and exc.status < 500:
+        # A close reason may hold 123 bytes of UTF-8.
+        reason = exc.message.encode()[:120].decode(errors="ignore")
+        await websocket.close(4000 + exc.status, reason)
+        return
+    if not isinstance(exc, (SyncdError, *DATABASE_UNAVAILABLE)):
+        log.error("stream failed", exc_info=exc)
+    await websocket.close(CLOSE_TRY_AGAIN, "syncd cannot serve this stream right now")

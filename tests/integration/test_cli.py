@@ -1,0 +1,367 @@
+"""The real ``syncd`` command, run as subprocesses: help, the embedded default, an external
+database that must be migrated first, and ``collections add`` refusing what it cannot serve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from syncd.db import migrate
+from syncd.db.urls import asyncpg_dsn
+from tests.support import REPO, PostgresServer, free_port
+
+TODOS_SCHEMA = REPO / "examples" / "todos.schema.json"
+COMPOSITE_SCHEMA: dict[str, Any] = {
+    "title": "notes",
+    "version": 0,
+    "primaryKey": {"key": "id", "fields": ["owner", "slug"], "separator": "|"},
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "maxLength": 200},
+        "owner": {"type": "string", "maxLength": 100},
+        "slug": {"type": "string", "maxLength": 99},
+        "text": {"type": "string"},
+    },
+    "required": ["id", "owner", "slug"],
+}
+# Bounds: a command that is refused must say so quickly; a server must stop soon after SIGTERM
+# (uvicorn's graceful shutdown is capped at 10 s).
+COMMAND_TIMEOUT = 60.0
+REFUSAL_TIMEOUT = 30.0
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+
+
+def _env(**settings: str) -> dict[str, str]:
+    """The test's environment without any SYNCD_* variable (SYNCD_DATABASE_URL and
+    SYNCD_TEST_DATABASE_URL included), plus the given ones."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings)
+    return env
+
+
+def _syncd(
+    *args: str | Path, env: dict[str, str], timeout: float = COMMAND_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "syncd", *map(str, args)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _refused(result: subprocess.CompletedProcess[str]) -> str:
+    """A clear refusal: exit code 2, a message on stderr, no traceback."""
+    assert result.returncode == 2, f"{result.args}:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip(), "no message on stderr"
+    return result.stderr
+
+
+@dataclass
+class Served:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM; the server must shut down gracefully and exit 0 within STOP_TIMEOUT."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"syncd serve ignored SIGTERM for {STOP_TIMEOUT}s:\n{self.log()}")
+        assert code == 0, f"syncd serve exited {code} after SIGTERM:\n{self.log()}"
+
+
+@contextmanager
+def serving(env: dict[str, str], log_dir: Path) -> Iterator[Served]:
+    """``syncd serve`` on a free loopback port, ready; killed (by PID) if still running after."""
+    port = free_port()
+    log_path = log_dir / f"serve-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    served = Served(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"syncd serve exited {process.returncode}:\n{served.log()}")
+            try:
+                if httpx.get(served.url + "/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"syncd serve not ready in {READY_TIMEOUT}s:\n{served.log()}")
+            time.sleep(0.1)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def _postmasters(data_dir: Path) -> list[psutil.Process]:
+    """Running PostgreSQL servers whose command line names this data directory."""
+    pgdata = str((data_dir / "pgdata").resolve())
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and any(pgdata in a for a in cmdline):
+            found.append(proc)
+    return found
+
+
+def _assert_embedded_stopped(data_dir: Path) -> None:
+    deadline = time.monotonic() + 10.0
+    while _postmasters(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _postmasters(data_dir)
+    assert not left, f"embedded PostgreSQL still running: {[p.pid for p in left]}"
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+@pytest.fixture()
+def data_dir() -> Iterator[Path]:
+    """A fresh SYNCD_DATA_DIR (short path: PostgreSQL's Unix socket lives in it). Afterwards any
+    PostgreSQL still running on it (only after a failure) is stopped by its PID."""
+    path = Path(tempfile.mkdtemp(prefix="syncd-cli-"))
+    try:
+        yield path
+    finally:
+        for proc in _postmasters(path):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except psutil.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture()
+def migrated_url(postgres: PostgresServer) -> Iterator[str]:
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture()
+def unmigrated_url(postgres: PostgresServer) -> Iterator[str]:
+    url = postgres.create_database(migrated=False)
+    yield url
+    postgres.drop_database(url)
+
+
+def _collections(url: str) -> list[tuple[str, str, int]]:
+    async def fetch() -> list[tuple[str, str, int]]:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            rows = await conn.fetch(
+                "SELECT name, primary_key, schema_version FROM syncd_collections ORDER BY name"
+            )
+            return [(r["name"], r["primary_key"], r["schema_version"]) for r in rows]
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def _write_json(path: Path, value: Any) -> Path:
+    path.write_bytes(orjson.dumps(value))
+    return path
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["serve"], ["migrate"], ["collections"], ["collections", "add"], ["collections", "list"]],
+    ids=lambda c: " ".join(c) or "syncd",
+)
+def test_help(command: list[str], tmp_path: Path) -> None:
+    data_dir = tmp_path / "never-created"
+    result = _syncd(*command, "--help", env=_env(SYNCD_DATA_DIR=str(data_dir)))
+    out = _ok(result)
+    assert out.startswith(f"usage: {' '.join(['syncd', *command])}")
+    if not command:
+        for sub in ("serve", "migrate", "collections"):
+            assert sub in out
+    # Help needs no database: nothing was started or created.
+    assert not data_dir.exists()
+
+
+# --- the embedded default -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_embedded_default_is_shared_persists_and_stops(data_dir: Path, tmp_path: Path) -> None:
+    env = _env(SYNCD_DATA_DIR=str(data_dir))
+
+    out = _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
+    assert "added collection 'todos'" in out
+    # The command was the server's only holder: it stopped it on exit.
+    _assert_embedded_stopped(data_dir)
+
+    docs = [
+        {"id": f"t{i}", "title": f"todo {i}", "done": i % 2 == 0, "_deleted": False}
+        for i in range(3)
+    ]
+    with serving(env, tmp_path) as served:
+        # Other commands join the running server's PostgreSQL and leave it running on exit.
+        composite = _write_json(tmp_path / "notes.json", COMPOSITE_SCHEMA)
+        out = _ok(_syncd("collections", "add", "notes", "--schema", composite, env=env))
+        assert "added collection 'notes' (primary key 'id', schema version 0)" in out
+        listed = _ok(_syncd("collections", "list", env=env)).splitlines()
+        assert listed[0].split() == ["NAME", "PRIMARY", "KEY", "VERSION"]
+        assert [line.split() for line in listed[1:]] == [["notes", "id", "0"], ["todos", "id", "0"]]
+
+        with httpx.Client(base_url=served.url, timeout=30.0) as http:
+            pushed = http.post("/api/v1/sync/todos", json=[{"newDocumentState": d} for d in docs])
+            assert pushed.status_code == 200, pushed.text
+            assert pushed.json() == []
+            pulled = http.get("/api/v1/sync/todos")
+            assert pulled.status_code == 200, pulled.text
+            assert sorted(pulled.json()["documents"], key=lambda d: d["id"]) == docs
+        served.stop()
+    _assert_embedded_stopped(data_dir)
+
+    with serving(env, tmp_path) as served:
+        pulled = httpx.get(served.url + "/api/v1/sync/todos", timeout=30.0)
+        assert pulled.status_code == 200, pulled.text
+        assert sorted(pulled.json()["documents"], key=lambda d: d["id"]) == docs
+        served.stop()
+    _assert_embedded_stopped(data_dir)
+
+
+# --- an external database -----------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_external_database_must_be_migrated_first(unmigrated_url: str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "unused"
+    env = _env(SYNCD_DATABASE_URL=unmigrated_url, SYNCD_DATA_DIR=str(data_dir))
+    port = str(free_port())
+
+    def refused(*args: str) -> None:
+        started = time.monotonic()
+        message = _refused(_syncd(*args, env=env, timeout=REFUSAL_TIMEOUT))
+        assert "syncd migrate" in message
+        assert time.monotonic() - started < REFUSAL_TIMEOUT
+
+    refused("serve", "--host", "127.0.0.1", "--port", port)
+    refused("collections", "list")
+    refused("collections", "add", "todos", "--schema", str(TODOS_SCHEMA))
+
+    out = _ok(_syncd("migrate", env=env))
+    assert f"database at revision {migrate.head_revision()}" in out
+    with serving(env, tmp_path) as served:
+        assert httpx.get(served.url + "/healthz", timeout=10.0).status_code == 200
+        served.stop()
+
+    # A database whose syncd schema was taken back down is refused again.
+    migrate.downgrade(unmigrated_url, "base")
+    refused("serve", "--host", "127.0.0.1", "--port", port)
+    refused("collections", "list")
+
+    # With SYNCD_DATABASE_URL no embedded PostgreSQL was ever started.
+    assert not data_dir.exists()
+
+
+# --- collections add refusing what it cannot serve ----------------------------------------------
+
+
+def _bad_schema(tmp_path: Path, case: str) -> Path:
+    schema: dict[str, Any] = orjson.loads(TODOS_SCHEMA.read_bytes())
+    if case == "missing file":
+        return tmp_path / "does-not-exist.json"
+    if case == "not JSON":
+        path = tmp_path / "broken.json"
+        path.write_text('{"version": 0, "primaryKey": ')
+        return path
+    if case == "no primaryKey":
+        del schema["primaryKey"]
+    elif case == "attachments":
+        schema["attachments"] = {"encrypted": False}
+    return _write_json(tmp_path / "schema.json", schema)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing file", "cannot read"),
+        ("not JSON", "is not JSON"),
+        ("no primaryKey", "primaryKey"),
+        ("attachments", "attachments are not supported"),
+    ],
+)
+def test_collections_add_refuses_unservable_schema(
+    case: str, message: str, migrated_url: str, tmp_path: Path
+) -> None:
+    schema = _bad_schema(tmp_path, case)
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    stderr = _refused(_syncd("collections", "add", "todos", "--schema", schema, env=env))
+    assert stderr.startswith("syncd: ")
+    assert message in stderr
+    if case in ("missing file", "not JSON"):
+        assert str(schema) in stderr
+    assert _collections(migrated_url) == []
+
+
+@pytest.mark.postgres
+def test_collections_add_refuses_a_lower_version(migrated_url: str, tmp_path: Path) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    v1 = _write_json(
+        tmp_path / "todos-v1.json", {**orjson.loads(TODOS_SCHEMA.read_bytes()), "version": 1}
+    )
+    assert "added collection 'todos'" in _ok(
+        _syncd("collections", "add", "todos", "--schema", v1, env=env)
+    )
+    # The same version again is an update ...
+    assert "updated collection 'todos'" in _ok(
+        _syncd("collections", "add", "todos", "--schema", v1, env=env)
+    )
+    # ... a lower one is refused, and the collection stays where it was.
+    stderr = _refused(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
+    assert "refusing to go back to version 0" in stderr
+    assert _collections(migrated_url) == [("todos", "id", 1)]
+    listed = _ok(_syncd("collections", "list", env=env)).splitlines()
+    assert listed[1].split() == ["todos", "id", "1"]
