@@ -15,7 +15,10 @@ The client has no timeout and no retry for a request, so an unanswered one stall
 Hence every request is answered exactly once, in order, also when it fails (a pull with an empty
 page echoing its checkpoint plus an ``error`` field, a write with ``result: null`` plus ``error``,
 which the client retries), when the socket is closed for expired credentials, and when the node
-shuts down (see ``draining.py``). See docs/rxdb-compat.md for the behaviour in full.
+shuts down (see ``draining.py``). A request that reaches the socket only after its close frame was
+sent (the client sent it before it saw the close) cannot be answered there; it is answered, as a
+failure, on the sockets the same identity opens on this node next (``LateAnswers``). See
+docs/rxdb-compat.md for the behaviour in full.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,7 +43,7 @@ from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
 from syncd.hub import END, RESYNC, Frame, Subscriber
 from syncd.service import SyncService
 from syncd.web.credentials import identify, selected_subprotocol
-from syncd.web.draining import on_shutdown
+from syncd.web.draining import on_late_frames, on_shutdown
 from syncd.web.responses import error_response
 from syncd.web.streaming import CLOSE_RESTART, close_for
 from syncd.wire import json_array, page_body
@@ -65,6 +69,44 @@ RESYNC_AFTER_FAILURE_SECONDS = 1.0
 # long, for at most DRAIN_SECONDS; then the socket closes with 1012.
 DRAIN_QUIET_SECONDS = 0.1
 DRAIN_SECONDS = 5.0
+# Failure answers to late requests wait this long, at most this many per node, for the client's
+# next socket (RxDB reconnects within 1-10 s).
+LATE_ANSWER_SECONDS = 60.0
+LATE_ANSWER_LIMIT = 10_000
+# After closing, how long to wait for the frames received before the close to be read.
+CLOSE_READ_SECONDS = 1.0
+
+
+class LateAnswers:
+    """Answers owed to requests that arrived after their socket sent its close frame.
+
+    Each is a failure (nothing was carried out), kept for ``LATE_ANSWER_SECONDS`` and sent on
+    every socket the same identity authenticates on this node in that time: the client that
+    sent the request opens one of them when it reconnects, and other clients of that identity
+    ignore answers to ids they never sent. Sockets of other identities never see them.
+    """
+
+    def __init__(self, keep_seconds: float = LATE_ANSWER_SECONDS,
+                 limit: int = LATE_ANSWER_LIMIT) -> None:
+        self._keep_seconds = keep_seconds
+        self._limit = limit
+        self._answers: deque[tuple[float, Hashable, str]] = deque()
+
+    def add(self, identity: Identity, answer: str) -> None:
+        self._answers.append((time.monotonic(), _identity_key(identity), answer))
+        while len(self._answers) > self._limit:
+            self._answers.popleft()
+
+    def for_identity(self, identity: Identity) -> list[str]:
+        oldest = time.monotonic() - self._keep_seconds
+        while self._answers and self._answers[0][0] < oldest:
+            self._answers.popleft()
+        key = _identity_key(identity)
+        return [answer for _, owner, answer in self._answers if owner == key]
+
+
+def _identity_key(identity: Identity) -> Hashable:
+    return (identity.subject, identity.service, identity.acting_partition)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +136,9 @@ def _reject(error: SyncdError) -> _Stop:
 class RxdbSocket:
     """One client socket: frames are handled one at a time, in the order they arrived."""
 
-    def __init__(self, websocket: WebSocket) -> None:
+    def __init__(self, websocket: WebSocket, late_answers: LateAnswers) -> None:
         self.websocket = websocket
+        self.late_answers = late_answers
         self.service: SyncService = websocket.app.state.service
         self.settings: Settings = websocket.app.state.settings
         self.identity: Identity | None = None
@@ -114,12 +157,23 @@ class RxdbSocket:
     async def run(self) -> None:
         await self.websocket.accept(subprotocol=selected_subprotocol(self.websocket))
         on_shutdown(self.websocket, lambda: self._stop_for(_DRAIN))
+        on_late_frames(self.websocket, self._late_frame)
         reader = asyncio.create_task(self._read())
         try:
             await self._authenticate_connection()
+            if self.identity is not None:
+                await self._send_late_answers()
             while (frame := await self._next()) is not None:
                 await self._handle(frame)
             await self._finish()
+            # Frames received after the last answers, before the close went out (the close
+            # queued a disconnect behind them): their answers can only go to the next socket.
+            for frame in self._inbox:
+                self._late_frame(frame)
+            self._inbox.clear()
+            self._room.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), CLOSE_READ_SECONDS)
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -137,7 +191,11 @@ class RxdbSocket:
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("text")
-                self._inbox.append(data if data is not None else message.get("bytes") or b"")
+                frame = data if data is not None else message.get("bytes") or b""
+                if self._closed:
+                    self._late_frame(frame)
+                    continue
+                self._inbox.append(frame)
                 self._ready.set()
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
@@ -190,6 +248,7 @@ class RxdbSocket:
         except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
             self._stop_for(_reject(_as_syncd_error(exc)))
             return
+        await self._send_late_answers()
         while self._waiting and self._serving:
             request = self._waiting.popleft()
             self._waiting_size -= request.size
@@ -264,23 +323,37 @@ class RxdbSocket:
         await self._send(_envelope(request, json_array(conflicts)))
 
     async def _fail(self, request: Request, exc: Exception) -> None:
-        """Answer a request that failed: a pull with an empty page echoing its checkpoint (the
-        client has no error channel for pulls), anything else with ``result: null`` (a write is
-        then retried by the client); both with an ``error`` object."""
-        if request.method == STREAM or request.method == AUTH:
-            return  # these are never answered
+        answer = _failure(request, exc)
+        if answer is None:
+            return
         error = _as_syncd_error(exc)
-        if request.method == PULL:
-            checkpoint = _echo(request.params)
-            result = page_body([], checkpoint)
-            if (error.status >= 500 and isinstance(request.collection, str)
-                    and self._stop is None):
-                self._resync_later(request.collection)
-        else:
-            result = b"null"
-        await self._send(_envelope(request, result, _error_object(exc, error)))
+        if (request.method == PULL and error.status >= 500
+                and isinstance(request.collection, str) and self._stop is None):
+            self._resync_later(request.collection)
+        await self._send(answer)
         if isinstance(error, Unauthorized):
             self._stop_for(_reject(error))
+
+    # -- late requests ---------------------------------------------------------------------
+
+    def _late_frame(self, frame: str | bytes) -> None:
+        """A frame that arrived after this socket sent its close frame: its failure answer waits
+        for the identity's next socket (an unauthenticated socket's frames have no owner)."""
+        request = _parse(frame)
+        if self.identity is None or request is None:
+            return
+        answer = _failure(request, Unavailable(
+            "the socket was closing when this request arrived; it was not carried out, send it "
+            "again", code="socket_closing"))
+        if answer is not None:
+            log.info("rxdb websocket: a %s request arrived after the close; answering it on "
+                     "the next socket", _short(request.method))
+            self.late_answers.add(self.identity, answer)
+
+    async def _send_late_answers(self) -> None:
+        assert self.identity is not None
+        for answer in self.late_answers.for_identity(self.identity):
+            await self._send(answer)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -422,11 +495,12 @@ class RxdbSocket:
             await self._handle(self._inbox.popleft())
 
 
-async def endpoint(websocket: WebSocket) -> None:
-    await RxdbSocket(websocket).run()
-
-
 def routes(settings: Settings) -> list[BaseRoute]:
+    late_answers = LateAnswers()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await RxdbSocket(websocket, late_answers).run()
+
     return [WebSocketRoute(settings.rxdb_ws_path, endpoint)]
 
 
@@ -460,6 +534,16 @@ def _parse(frame: str | bytes) -> Request | None:
         size=len(frame),
         problem=problem,
     )
+
+
+def _failure(request: Request, exc: Exception) -> str | None:
+    """The answer to a request that failed: a pull gets an empty page echoing its checkpoint
+    (the client has no error channel for pulls), anything else ``result: null`` (a write is then
+    retried by the client); both with an ``error`` object. None for requests never answered."""
+    if request.method == STREAM or request.method == AUTH:
+        return None
+    result = page_body([], _echo(request.params)) if request.method == PULL else b"null"
+    return _envelope(request, result, _error_object(exc, _as_syncd_error(exc)))
 
 
 def _envelope(request: Request, result: bytes, error: dict[str, Any] | None = None) -> str:

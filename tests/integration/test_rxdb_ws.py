@@ -19,6 +19,10 @@ import jwt
 import orjson
 import pytest
 import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from syncd.db.urls import asyncpg_dsn
 from tests.authworld import AUDIENCE, HS_SECRET, ISSUER
@@ -520,6 +524,82 @@ async def test_the_socket_closes_with_4401_when_the_credentials_expire(
         with pytest.raises(websockets.ConnectionClosed):
             await client.receive(within=5)
         assert ws.close_code == 4401 and time.monotonic() - started < 4
+
+
+class UnreadSocket:
+    """A websocket client that reads only when told to (websockets' sans-I/O protocol over a
+    plain TCP stream): it can still send after the server's close frame has arrived, the way a
+    busy client does before its event loop gets to that frame."""
+
+    def __init__(self, url: str) -> None:
+        self.uri = parse_uri(url)
+        self.protocol = ClientProtocol(self.uri)
+        self.reader: asyncio.StreamReader
+        self.writer: asyncio.StreamWriter
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.uri.host, self.uri.port)
+        self.protocol.send_request(self.protocol.connect())
+        await self._flush()
+        while self.protocol.state is State.CONNECTING:
+            self.protocol.receive_data(await self.reader.read(65536))
+        assert self.protocol.state is State.OPEN, self.protocol.handshake_exc
+
+    async def send(self, text: str) -> None:
+        self.protocol.send_text(text.encode())
+        await self._flush()
+
+    async def read_until_closed(self, within: float = 10) -> list[str]:
+        """Every text frame the server sent, up to its close frame."""
+        texts: list[str] = []
+        deadline = time.monotonic() + within
+        while self.protocol.close_rcvd is None:
+            data = await asyncio.wait_for(self.reader.read(65536),
+                                          max(0.01, deadline - time.monotonic()))
+            self.protocol.receive_data(data) if data else self.protocol.receive_eof()
+            texts += [bytes(event.data).decode() for event in self.protocol.events_received()
+                      if isinstance(event, Frame) and event.opcode is Opcode.TEXT]
+            if not data:
+                break
+        self.writer.close()
+        return texts
+
+    async def _flush(self) -> None:
+        self.writer.write(b"".join(self.protocol.data_to_send()))
+        await self.writer.drain()
+
+
+async def test_a_request_sent_across_the_expiry_close_is_answered_on_the_next_socket(
+    jwt_server: SyncdProcess, collection: str
+) -> None:
+    """The client sends a write after syncd sent 4401 but before it read that close frame:
+    syncd cannot answer on that socket, and RxDB's client would wait for the answer forever.
+    The failure answer (nothing written) arrives on the identity's next socket instead."""
+    expiring = token(ttl=1)
+    socket = UnreadSocket(ws_url(jwt_server, f"?access_token={expiring}"))
+    await socket.open()
+    expires = jwt.decode(expiring, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(expires - time.time() + 1.0)  # syncd has closed: expiry + quiet period
+    late = f"db|flag|{next(_ids)}"
+    await socket.send(orjson.dumps({"id": late, "collection": collection, "method": "masterWrite",
+                                    "params": [[{"newDocumentState": doc("late")}]]}).decode())
+    assert await socket.read_until_closed() == []  # no answer on the closing socket
+    assert socket.protocol.close_rcvd is not None and socket.protocol.close_rcvd.code == 4401
+
+    async with websockets.connect(ws_url(jwt_server)) as ws:
+        client = RxClient(ws)
+        await ws.send(auth_message({"Authorization": f"Bearer {token()}"}))
+        answer = await client.answer(late, within=5)
+        assert answer["result"] is None and answer["error"]["code"] == "socket_closing"
+    async with websockets.connect(ws_url(jwt_server)) as ws:  # another user: not theirs
+        other = RxClient(ws)
+        await ws.send(auth_message({"Authorization": f"Bearer {token(sub='mallory')}"}))
+        assert "error" not in await other.call(collection, "masterChangesSince", None, 10)
+        await other.quiet()
+        assert late not in other.answers
+    pulled = httpx.get(f"{jwt_server.url}/api/v1/sync/{collection}",
+                       headers={"Authorization": f"Bearer {token()}"}).json()
+    assert pulled["documents"] == []  # the late write was not carried out
 
 
 @pytest.fixture()
