@@ -359,7 +359,8 @@ class RxdbSocket:
 
     async def _subscribe(self, request: Request) -> None:
         """Subscribe before the next frame is handled, so the client's RESYNC pull that follows
-        and the stream together miss nothing. A second subscribe to a collection is ignored."""
+        and the stream together miss nothing; the stream starts with a RESYNC of its own (see
+        ``_relay``). A second subscribe to a collection is ignored."""
         name = request.collection
         if not isinstance(name, str) or name in self._streams:
             return
@@ -373,6 +374,7 @@ class RxdbSocket:
             else:  # an unknown or forbidden collection: its pulls say so
                 log.info("rxdb websocket: no stream for %r: %s", name, error.message)
             return
+        subscriber.resync()
         relay = asyncio.create_task(self._relay(name, subscriber))
         self._streams[name] = (subscriber, relay)
 
@@ -383,17 +385,24 @@ class RxdbSocket:
         def wrap(body: bytes) -> str:
             return _stream_frame(name, body)
 
+        # RESYNC goes out twice in a row. RxDB's downstream (rxdb 15 and 17) takes queued stream
+        # events in one batch and drops a RESYNC that follows events in that batch; it queues
+        # them while a push runs, so the frames of a closed socket and the RESYNC the client
+        # emits on reconnecting often meet there, and the pull that closes the gap never runs.
+        # The stream's own RESYNCs after the client's survive; once one of them has run its
+        # pull, RxDB skips the rest, so the normal case costs at most one pull.
         resync = wrap(b'"RESYNC"')
         while True:
             item = await subscriber.next()
             if item is END:
                 self._stop_for(_DRAIN)
                 return
-            text = resync if item is RESYNC else None
+            texts: tuple[str, ...] = (resync, resync) if item is RESYNC else ()
             if isinstance(item, Frame):
-                text = item.wrapped(transport, wrap)
-            if text is not None and not await self._send(text):
-                return
+                texts = (item.wrapped(transport, wrap),)
+            for text in texts:
+                if not await self._send(text):
+                    return
 
     def _resync_later(self, name: str) -> None:
         if name in self._resyncs:

@@ -58,8 +58,13 @@ class RxClient:
                                          "method": method, "params": list(params)}).decode())
         return request_id
 
-    async def subscribe(self, collection: str) -> None:
+    async def subscribe(self, collection: str, *, again: bool = False) -> None:
+        """Subscribe; a new stream starts with two RESYNCs (one RxDB cannot drop); a repeated
+        subscribe, or one to a collection that has no stream for the caller, gets nothing."""
         await self.send(collection, "masterChangeStream$", request_id="stream")
+        for _ in range(0 if again else 2):
+            frame = await self.stream_frame(collection)
+            assert frame == {"id": "stream", "collection": collection, "result": "RESYNC"}
 
     async def receive(self, within: float = 10) -> Doc:
         text = await asyncio.wait_for(self.ws.recv(), within)
@@ -226,7 +231,7 @@ async def test_two_collections_over_one_socket_each_get_only_their_frames(
         client = RxClient(ws)
         await client.subscribe(first)
         await client.subscribe(second)
-        await client.subscribe(first)  # a duplicate subscribe: still one frame per change
+        await client.subscribe(first, again=True)  # a duplicate: still one frame per change
         await pull_all(client, first, 10)
         await pull_all(client, second, 10)
         http_push(syncd, first, doc("one"))
@@ -261,7 +266,7 @@ async def test_failures_are_answered_and_malformed_frames_are_ignored(
         write = await client.call("no_such_collection", "masterWrite",
                                   [{"newDocumentState": doc("x")}])
         assert write["result"] is None and write["error"]["code"] == "unknown_collection"
-        await client.subscribe("no_such_collection")  # no stream, no answer, no harm
+        await client.subscribe("no_such_collection", again=True)  # no stream, no answer, no harm
 
         bad = {
             "method": await client.call(collection, "noSuchMethod", 1),

@@ -40,9 +40,9 @@ export type StreamOptions = {
 /**
  * The live stream as a cold observable: subscribing opens the websocket, unsubscribing closes it.
  * It never errors and never completes on its own; instead it
- * - emits 'RESYNC' once per (re)connection, when syncd confirms the subscription (syncd sends
- *   "RESYNC" first, after it registered the subscriber, so the pull RxDB then runs cannot miss a
- *   change), and again for every later "RESYNC" from syncd;
+ * - emits 'RESYNC' (twice in a row: see `resync`) once per (re)connection, when syncd confirms
+ *   the subscription (syncd sends "RESYNC" first, after it registered the subscriber, so the
+ *   pull RxDB then runs cannot miss a change), and again for every later "RESYNC" from syncd;
  * - reconnects after every close with exponential backoff with jitter (reset once a connection
  *   was confirmed), at once with a refreshed token after 4401;
  * - stops for good after a permanent close code (4000 + a permanent 4xx), after reporting it.
@@ -54,6 +54,17 @@ export function syncdStream<Doc, Checkpoint>(options: StreamOptions): Observable
         let timer: ReturnType<typeof setTimeout> | undefined;
         let attempt = 0;
         let refresh = false;
+
+        // RxDB's downstream (rxdb 15 and 17, replication-protocol/downstream) takes the queued
+        // stream events in one batch and drops a 'RESYNC' that follows events in that batch; it
+        // queues them while a push is running, so the frames of a closing socket and the next
+        // socket's 'RESYNC' often meet there, and the pull that would close the gap never runs.
+        // The second 'RESYNC' survives; when the first one runs, its pull makes RxDB skip the
+        // second, so the normal case costs nothing.
+        const resync = (): void => {
+            subscriber.next('RESYNC');
+            subscriber.next('RESYNC');
+        };
 
         const schedule = (delay: number): void => {
             if (stopped) {
@@ -101,12 +112,16 @@ export function syncdStream<Doc, Checkpoint>(options: StreamOptions): Observable
                     attempt = 0;
                     refresh = false;
                     options.connected$.next(true);
-                    subscriber.next('RESYNC');
+                    resync();
                     if (item === 'RESYNC') {
                         return;
                     }
                 }
-                subscriber.next(item);
+                if (item === 'RESYNC') {
+                    resync();
+                } else {
+                    subscriber.next(item);
+                }
             };
             ws.onclose = (event) => {
                 if (socket !== ws) {
