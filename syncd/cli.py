@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import ipaddress
 import logging
 import os
@@ -158,6 +159,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        # One log line per request cost several percent of a push's CPU; request logs are for
+        # debugging (SYNCD_LOG_LEVEL=debug), errors are logged either way.
+        access_log=settings.log_level.lower() in ("debug", "trace"),
+        loop=_fast_or_warn("uvloop", "asyncio", "event loop"),
+        http=_fast_or_warn("httptools", "h11", "HTTP parser"),
         timeout_graceful_shutdown=10,
         # Frames are serialized once and sent to every subscriber; per-connection compression
         # would redo the work for each of them.
@@ -172,6 +178,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws=draining.PROTOCOL,
     )
     return 0
+
+
+def _fast_or_warn(fast: str, fallback: str, what: str) -> str:
+    """uvicorn's choice for ``what``: ``fast`` when installed (uvicorn[standard] brings it
+    except on Windows), else ``fallback`` with a warning, since it costs much throughput."""
+    try:
+        importlib.import_module(fast)
+    except ImportError:
+        log.warning("%s is not installed; serving with the slower %s %s", fast, fallback, what)
+        return fallback
+    return fast
 
 
 def _exit_on_signal(_signum: int, _frame: object) -> None:

@@ -7,6 +7,7 @@ equal. Python's ``==`` gets ``True == 1`` wrong, so it never decides a conflict 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, overload
@@ -19,11 +20,17 @@ from syncd.schema import DELETED, RESERVED_FIELDS, describe_problems, nul_path
 Document = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
+# the rows of a push cost a third as much as validating their documents.
+@dataclass(slots=True)
 class PushRow:
     id: str
     assumed: Document | None  # absent and null mean the same: "I believe it does not exist"
     new: Document
+    # The JSON text of ``assumed`` and ``new`` as PostgreSQL receives it, built once while
+    # checking the row; None when not built (the store then encodes the document itself).
+    assumed_json: str | None = dataclasses.field(default=None, compare=False, repr=False)
+    new_json: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def parse_push_rows(
@@ -63,11 +70,18 @@ def parse_push_rows(
                 (f"row {index}", [f"{primary_key}: the primary key is missing or not a string"])
             )
             continue
-        found = _document_problems(new, validate)
+        # Checked as sent (a schema may limit the number of properties); stored and compared
+        # with the _deleted flag.
+        stored = with_deleted_flag(new)
+        new_json = _encoded(stored)
+        found = _document_problems(new, new_json, validate)
+        assumed_json = None
         if assumed is not None:
+            assumed = with_deleted_flag(assumed)
+            assumed_json = _encoded(assumed)
             if assumed.get(primary_key) != doc_id:
                 found.append(f"assumedMasterState.{primary_key}: differs from newDocumentState's")
-            nul = nul_path(assumed)
+            nul = _nul_path(assumed, assumed_json)
             if nul is not None:
                 found.append(f"assumedMasterState.{nul}: contains \\u0000")
         if found:
@@ -79,7 +93,7 @@ def parse_push_rows(
                 code="duplicate_id",
             )
         seen.add(doc_id)
-        rows.append(PushRow(doc_id, with_deleted_flag(assumed), with_deleted_flag(new)))
+        rows.append(PushRow(doc_id, assumed, stored, assumed_json, new_json))
     if problems:
         raise describe_problems(problems)
     return rows
@@ -112,9 +126,29 @@ def _check_row_shape(index: int, row: Any) -> None:
         )
 
 
-def _document_problems(doc: Document, validate: Callable[[Document], list[str]]) -> list[str]:
+def _encoded(doc: Document) -> str | None:
+    """The document's JSON text; None when orjson cannot write it (nested too deeply, an
+    integer beyond 64 bits): the store then raises the encoder's error, as it always did."""
+    try:
+        return orjson.dumps(doc).decode()
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _nul_path(doc: Document, text: str | None) -> str | None:
+    """``nul_path``, skipped when the JSON text shows there is no U+0000 (orjson writes it as
+    ``\\u0000``, in keys and values alike): walking every string of a document in Python cost
+    as much as validating it against the schema."""
+    if text is not None and "\\u0000" not in text:
+        return None
+    return nul_path(doc)
+
+
+def _document_problems(
+    doc: Document, text: str | None, validate: Callable[[Document], list[str]]
+) -> list[str]:
     found: list[str] = []
-    nul = nul_path(doc)
+    nul = _nul_path(doc, text)
     if nul is not None:
         found.append(f"{nul}: contains \\u0000, which PostgreSQL cannot store")
     deleted = doc.get(DELETED, False)

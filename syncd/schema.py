@@ -140,7 +140,7 @@ def compile_validator(schema: dict[str, Any]) -> Validator:
         except fastjsonschema.JsonSchemaValueException as exc:
             field = ".".join(exc.path[1:]) or "(document)"
             problems.append(f"{field}: {exc.message.removeprefix(exc.name or '').strip()}")
-        composed = key.composed(doc)
+        composed = key.composed(doc) if key.parts else None
         if composed is not None and doc.get(key.field) != composed:
             problems.append(
                 f"{key.field}: must be the composite key {composed!r} built from "

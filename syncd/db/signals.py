@@ -53,7 +53,12 @@ class Signals:
         while True:
             try:
                 conn = await asyncpg.connect(self._dsn, server_settings={
-                    "application_name": "syncd-signals"})
+                    "application_name": "syncd-signals",
+                    # A wake-up that a crash loses costs latency only (the head poll finds the
+                    # rows), so its commit need not wait for a WAL flush: measured 5-8 % of the
+                    # push CPU with 8 writers otherwise.
+                    "synchronous_commit": "off",
+                })
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("cannot reach PostgreSQL for wake-ups (%s); retrying", exc)
                 await asyncio.sleep(1.0)

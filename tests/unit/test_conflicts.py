@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from syncd.conflicts import PushRow, parse_push_rows, with_deleted_flag
@@ -421,3 +422,38 @@ def test_with_deleted_flag(given: dict[str, Any] | None, expected: dict[str, Any
     snapshot = copy.deepcopy(given)
     assert with_deleted_flag(given) == expected
     assert given == snapshot
+
+
+def test_rows_carry_the_json_text_the_database_receives() -> None:
+    body = [
+        {"assumedMasterState": doc("a", n=1), "newDocumentState": doc("a", n=2)},
+        {"newDocumentState": doc("b")},
+    ]
+    first, second = parse(body)
+    assert first.new_json is not None and orjson.loads(first.new_json) == first.new
+    assert first.assumed_json is not None and orjson.loads(first.assumed_json) == first.assumed
+    assert second.assumed is None and second.assumed_json is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("\\u0000", id="backslash-u0000"),
+        pytest.param("\\\\u0000", id="two-backslashes"),
+        pytest.param("u0000", id="plain"),
+    ],
+)
+def test_text_that_only_looks_like_an_escaped_nul_is_accepted(text: str) -> None:
+    # The JSON text of such a string holds "\u0000" after an escaped backslash: the quick
+    # check on the text must fall back to the exact walk, which finds no U+0000.
+    new = doc("a", title=text, **{text: text})
+    [row] = parse([{"assumedMasterState": new, "newDocumentState": new}])
+    assert row.new == {**new, "_deleted": False}
+
+
+def test_a_document_orjson_cannot_write_is_left_for_the_store_to_refuse() -> None:
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    [row] = parse([{"newDocumentState": doc("a", note=deep)}])
+    assert row.new_json is None
