@@ -163,7 +163,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # debugging (SYNCD_LOG_LEVEL=debug), errors are logged either way.
         access_log=settings.log_level.lower() in ("debug", "trace"),
         loop=_fast_or_warn("uvloop", "asyncio", "event loop"),
-        http=_fast_or_warn("httptools", "h11", "HTTP parser"),
+        # httptools, through the subclass that lets Server-Sent Events write pre-encoded body
+        # chunks to the transport (draining.py).
+        http=(draining.HTTP_PROTOCOL
+              if _fast_or_warn("httptools", "h11", "HTTP parser") == "httptools" else "h11"),
         timeout_graceful_shutdown=10,
         # Frames are serialized once and sent to every subscriber; per-connection compression
         # would redo the work for each of them.

@@ -36,11 +36,12 @@ FeedKey = tuple[uuid.UUID, str]  # (collection id, partition)
 class Frame:
     """One batch of changes, serialized once for every subscriber and every transport."""
 
-    __slots__ = ("_wrapped", "body")
+    __slots__ = ("_encoded", "_wrapped", "body")
 
     def __init__(self, body: bytes) -> None:
         self.body = body
         self._wrapped: dict[str, str] = {}
+        self._encoded: dict[str, bytes] = {}
 
     def wrapped(self, transport: str, wrap: Callable[[bytes], str]) -> str:
         """The frame as a transport sends it, built once per transport."""
@@ -48,6 +49,14 @@ class Frame:
         if text is None:
             text = self._wrapped[transport] = wrap(self.body)
         return text
+
+    def encoded(self, transport: str, encode: Callable[[bytes], bytes]) -> bytes:
+        """The bytes a transport writes to each of its connections (e.g. a whole websocket
+        frame: unmasked and uncompressed, it is the same for every connection), built once."""
+        data = self._encoded.get(transport)
+        if data is None:
+            data = self._encoded[transport] = encode(self.body)
+        return data
 
 
 class _Marker:
@@ -70,8 +79,19 @@ Item = Frame | _Marker
 _FINAL = (END, GONE, EXPIRED)
 
 
+Sink = Callable[[Frame], bool]
+
+
 class Subscriber:
-    """One stream's bounded outgoing buffer."""
+    """One stream's bounded outgoing buffer.
+
+    A transport that can write a frame without waiting may set ``sink``: while its relay waits
+    in ``next()`` with nothing queued, ``offer`` hands frames straight to the sink, so that a
+    fan-out to thousands of subscribers costs one write each, not a task wake-up each. The sink
+    returns False when it cannot write now (its connection is paused by flow control or
+    closing); the frame is then queued, and the buffer limit and RESYNC rules apply as usual.
+    Frames never overtake one another: the sink is used only while the queue is empty and the
+    relay is parked (not in the middle of sending something it took from the queue)."""
 
     def __init__(self, key: FeedKey, max_bytes: int) -> None:
         self.key = key
@@ -79,10 +99,16 @@ class Subscriber:
         self._queue: deque[Item] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
+        self._parked = False
+        self.sink: Sink | None = None
         self.overflows = 0
 
     def offer(self, frame: Frame) -> None:
-        if self._queue and self._queue[-1] in _FINAL:
+        if not self._queue:
+            sink = self.sink
+            if self._parked and sink is not None and sink(frame):
+                return
+        elif self._queue[-1] in _FINAL:
             return
         if self._bytes + len(frame.body) > self._max_bytes:
             self.overflows += 1
@@ -121,7 +147,11 @@ class Subscriber:
     async def next(self) -> Item:
         while not self._queue:
             self._ready.clear()
-            await self._ready.wait()
+            self._parked = True
+            try:
+                await self._ready.wait()
+            finally:
+                self._parked = False
         item = self._queue.popleft()
         if isinstance(item, Frame):
             self._bytes -= len(item.body)

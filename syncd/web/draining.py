@@ -13,6 +13,11 @@ its close frame was sent. The client sent them before it could see the close; uv
 and a client that never times a request out would wait for their answers forever
 (``on_late_frames``; rxdb_ws.py answers them on the client's next socket).
 
+The subclasses also offer raw writes for live streams (``RawSocket`` for websockets,
+``RawHttpBody`` for Server-Sent Events, with ``http=HTTP_PROTOCOL``): a change frame is encoded
+once and written to each connection's transport directly, instead of through one ASGI send (and
+one task wake-up) per connection. Applications fall back to the ASGI send without them.
+
 Under another server (or a plain ``uvicorn syncd.web.app:create_app``) there is no drain:
 ``on_shutdown`` and ``on_late_frames`` return False and sockets close the way that server closes
 them.
@@ -83,6 +88,130 @@ def on_late_frames(websocket: WebSocket, callback: Callable[[bytes], None]) -> b
     return True
 
 
+RAW_EXTENSION = "syncd.raw"
+
+
+class RawSocket:
+    """Writes whole, ready-made websocket frames straight to one connection's transport.
+
+    A stream fanning one frame out to thousands of sockets encodes it once (server frames are
+    unmasked, and ``syncd serve`` negotiates no compression, so the bytes are the same for
+    every socket) and writes it here, skipping the ASGI send and its middleware per socket.
+    Each write is one whole frame, so uvicorn's own pings and closes interleave safely; the
+    application must not mix these writes with its own ASGI sends out of order."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def _open(self) -> bool:
+        p = self._protocol
+        return bool(
+            p.handshake_complete and not p.close_sent and not p.disconnected
+            and p.initial_response is None and not p.transport.is_closing()
+        )
+
+    def write(self, data: bytes) -> bool:
+        """Write now, unless flow control paused the connection (a slow reader) or it is
+        closed or closing: then False, and nothing was written."""
+        if not self._protocol.writable.is_set() or not self._open():
+            return False
+        try:
+            self._protocol.transport.write(data)
+        except (OSError, RuntimeError):
+            return False
+        return True
+
+    async def send(self, data: bytes) -> None:
+        """Write once flow control allows; ``ConnectionResetError`` if the socket closed."""
+        await self._protocol.writable.wait()
+        if not self._open():
+            raise ConnectionResetError("the websocket is closed")
+        self._protocol.transport.write(data)
+
+
+def raw_socket(websocket: WebSocket) -> RawSocket | None:
+    """The connection's ``RawSocket``; None under another server (use the ASGI send)."""
+    extension = (websocket.scope.get("extensions") or {}).get(RAW_EXTENSION)
+    raw = extension.get("socket") if isinstance(extension, dict) else None
+    return raw if isinstance(raw, RawSocket) else None
+
+
+RAW_HTTP_EXTENSION = "syncd.raw_http"
+
+
+class RawHttpBody:
+    """The same for a streamed HTTP response (Server-Sent Events): writes whole, ready-made
+    chunks (``http_chunk``) of a chunked response body straight to the connection's transport,
+    once the application has started the response and until it ends it. Like ``RawSocket``,
+    it bypasses ASGI middleware: fine for syncd, whose middleware (CORS) only adds headers."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    def _open(self) -> bool:
+        c = self._cycle
+        return bool(
+            c.response_started and not c.response_complete and c.chunked_encoding
+            and not c.disconnected and not c.transport.is_closing()
+        )
+
+    def write(self, chunk: bytes) -> bool:
+        """Write now, unless flow control paused the connection or the response is not open:
+        then False, and nothing was written."""
+        if self._cycle.flow.write_paused or not self._open():
+            return False
+        try:
+            self._cycle.transport.write(chunk)
+        except (OSError, RuntimeError):
+            return False
+        return True
+
+    async def send(self, chunk: bytes) -> None:
+        """Write once flow control allows; ``ConnectionResetError`` if the response closed."""
+        cycle = self._cycle
+        if cycle.flow.write_paused and not cycle.disconnected:
+            await cycle.flow.drain()
+        if not self._open():
+            raise ConnectionResetError("the response is closed")
+        cycle.transport.write(chunk)
+
+
+def http_chunk(data: bytes) -> bytes:
+    """One chunk of a chunked HTTP/1.1 body, as uvicorn frames it."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def raw_http_body(scope: Any) -> RawHttpBody | None:
+    """The response's ``RawHttpBody``; None under another server or HTTP protocol."""
+    extension = (scope.get("extensions") or {}).get(RAW_HTTP_EXTENSION)
+    body = extension.get("body") if isinstance(extension, dict) else None
+    return body if isinstance(body, RawHttpBody) else None
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - without httptools uvicorn refuses to start, as asked
+    HTTP_PROTOCOL = "httptools"
+else:
+
+    class RawBodyHttpProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, offering each request's ``RawHttpBody``."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = getattr(self, "cycle", None)
+            # The application's task is created, not started: it sees the extension.
+            if cycle is not None and cycle.scope is self.scope:
+                extensions = self.scope.setdefault("extensions", {})
+                extensions[RAW_HTTP_EXTENSION] = {"body": RawHttpBody(cycle)}
+
+    HTTP_PROTOCOL = f"{__name__}:RawBodyHttpProtocol"
+
+
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # pragma: no cover - uvicorn < 0.35: no drain, uvicorn's own protocol
@@ -99,7 +228,10 @@ else:
             scope = getattr(self, "scope", None)
             if scope is not None:  # the upgrade was accepted: the application runs
                 self._drain = Drain()
-                scope.setdefault("extensions", {})[EXTENSION] = {"drain": self._drain}
+                extensions = scope.setdefault("extensions", {})
+                extensions[EXTENSION] = {"drain": self._drain}
+                if not self.conn.extensions:  # frames are sent as is: no permessage-deflate
+                    extensions[RAW_EXTENSION] = {"socket": RawSocket(self)}
 
         def shutdown(self) -> None:
             drain = self._drain

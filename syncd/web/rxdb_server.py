@@ -36,10 +36,11 @@ from starlette.types import Receive, Scope, Send
 
 from syncd.auth.identity import Identity
 from syncd.exceptions import BadRequest, Forbidden, NotFound, SyncdError, Unprocessable
-from syncd.hub import EXPIRED, GONE, IDLE, Frame, Subscriber
+from syncd.hub import EXPIRED, GONE, IDLE, Frame, Sink, Subscriber
 from syncd.service import Collection, SyncService
 from syncd.web.bodies import parse_limit, read_json
 from syncd.web.credentials import identify
+from syncd.web.draining import RawHttpBody, http_chunk, raw_http_body
 from syncd.web.responses import DATABASE_UNAVAILABLE, JSONBytes
 from syncd.wire import json_array, page_body
 
@@ -280,7 +281,7 @@ class EventStream(Response):
             await send({"type": "http.response.body",
                         "body": f"retry: {self._retry_ms}\n\n".encode(), "more_body": True})
             if self._subscriber is not None:
-                await self._relay(self._subscriber, send)
+                await self._relay(self._subscriber, send, raw_http_body(scope))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the client went away while we were sending
@@ -289,9 +290,17 @@ class EventStream(Response):
             if self._subscriber is not None and self._service is not None:
                 self._service.unsubscribe(self._subscriber)
 
-    async def _relay(self, subscriber: Subscriber, send: Send) -> None:
+    async def _relay(
+        self, subscriber: Subscriber, send: Send, raw: RawHttpBody | None = None
+    ) -> None:
         """Send the subscriber's frames as events. Timers mark expiry and idle keep-alives on
-        the subscriber itself, so each frame costs only the send (no task per frame)."""
+        the subscriber itself, so each frame costs only the send (no task per frame).
+
+        Under ``syncd serve`` each frame's event is encoded into a body chunk once for every
+        stream, and the hub's feed writes it to an idle stream directly (``Subscriber.sink``);
+        what cannot be written at once (flow control) is queued and sent from here, in order."""
+        if raw is not None:
+            subscriber.sink = _sink(raw)
         loop = asyncio.get_running_loop()
         timers: dict[str, asyncio.TimerHandle] = {}
         if self._expires_at is not None:
@@ -310,13 +319,31 @@ class EventStream(Response):
                 if item is IDLE:
                     body = b": keepalive\n\n"
                 elif isinstance(item, Frame):
+                    if raw is not None:
+                        await raw.send(item.encoded(SSE_CHUNK, _sse_chunk))
+                        continue
                     body = item.wrapped("sse", sse_event).encode()
                 else:
                     return  # RESYNC, END, EXPIRED, GONE: the stream ends (never a RESYNC event)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         finally:
+            subscriber.sink = None
             for timer in timers.values():
                 timer.cancel()
+
+
+SSE_CHUNK = "sse-chunk"  # a frame's event as one chunk of a chunked response body
+
+
+def _sse_chunk(body: bytes) -> bytes:
+    return http_chunk(sse_event(body).encode())
+
+
+def _sink(raw: RawHttpBody) -> Sink:
+    def sink(frame: Frame) -> bool:
+        return raw.write(frame.encoded(SSE_CHUNK, _sse_chunk))
+
+    return sink
 
 
 async def _until_disconnected(receive: Receive, subscriber: Subscriber | None) -> None:

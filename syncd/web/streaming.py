@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from syncd.exceptions import SyncdError
-from syncd.hub import END, EXPIRED, GONE, RESYNC, Frame, Subscriber
+from syncd.hub import END, EXPIRED, GONE, RESYNC, Frame, Sink, Subscriber
+from syncd.web.draining import RawSocket, raw_socket
 from syncd.web.responses import DATABASE_UNAVAILABLE
 from syncd.wire import RESYNC as RESYNC_TEXT
 
@@ -30,7 +32,15 @@ async def relay(
 ) -> None:
     """Send the subscriber's frames until the client leaves, its credentials expire, or the
     node shuts down. One task per stream watches for the client leaving and a timer for the
-    expiry; each frame costs only the send."""
+    expiry; each frame costs only the send.
+
+    Under ``syncd serve`` each frame is encoded into websocket bytes once for all sockets, and
+    the hub's feed writes it to an idle socket directly (``Subscriber.sink``); frames that
+    cannot be written at once (flow control) are queued and sent from here, in order."""
+    raw = raw_socket(websocket)
+    encode = _frame_encoder(frame_text)
+    if raw is not None:
+        subscriber.sink = _sink(raw, transport, encode)
     watcher = asyncio.create_task(_until_closed(websocket, subscriber))
     expiry = (
         None
@@ -43,7 +53,10 @@ async def relay(
         while True:
             item = await subscriber.next()
             if isinstance(item, Frame):
-                await websocket.send_text(item.wrapped(transport, frame_text))
+                if raw is not None:
+                    await raw.send(item.encoded(transport, encode))
+                else:
+                    await websocket.send_text(item.wrapped(transport, frame_text))
             elif item is RESYNC:
                 await websocket.send_text(RESYNC_TEXT)
             elif item is EXPIRED:
@@ -57,9 +70,36 @@ async def relay(
     except (WebSocketDisconnect, RuntimeError, OSError):
         return  # the client went away while we were sending
     finally:
+        subscriber.sink = None
         watcher.cancel()
         if expiry is not None:
             expiry.cancel()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole websocket text frame as a server sends it: FIN, unmasked, uncompressed."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def _frame_encoder(frame_text: Callable[[bytes], str]) -> Callable[[bytes], bytes]:
+    def encode(body: bytes) -> bytes:
+        return text_frame(frame_text(body).encode())
+
+    return encode
+
+
+def _sink(raw: RawSocket, transport: str, encode: Callable[[bytes], bytes]) -> Sink:
+    def sink(frame: Frame) -> bool:
+        return raw.write(frame.encoded(transport, encode))
+
+    return sink
 
 
 async def _until_closed(websocket: WebSocket, subscriber: Subscriber) -> None:

@@ -342,3 +342,34 @@ async def test_sigterm_closes_streams_with_a_reconnect_code_and_exits_in_time(
         assert server.process.returncode == 0
     finally:
         server.stop()
+
+
+async def test_frames_of_every_length_class_arrive_intact_and_in_order(
+    syncd: SyncdProcess, collection: str
+) -> None:
+    """`syncd serve` encodes each frame into websocket bytes once and writes them to every socket
+    itself; the client checks every header: 7-bit, 16-bit and 64-bit payload lengths and the
+    boundaries between them (125/126, 65535/65536)."""
+    async with websockets.connect(ws_url(syncd.url, collection), max_size=None) as ws, \
+            httpx.AsyncClient(base_url=syncd.url, timeout=30) as http:
+        assert await asyncio.wait_for(ws.recv(), 10) == '"RESYNC"'
+
+        async def roundtrip(n: int, pad: int) -> int:
+            doc = {"id": f"L{n}", "title": "x" * pad}
+            response = await http.post(f"/api/v1/sync/{collection}",
+                                        json=[{"newDocumentState": doc}])
+            assert response.json() == []
+            message = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(message, str)
+            frame = orjson.loads(message)
+            assert [(d["id"], d["title"]) for d in frame["documents"]] == [(doc["id"], "x" * pad)]
+            return len(message.encode())
+
+        base = await roundtrip(0, 0)  # the frame's length without padding
+        assert base <= 120, base
+        lengths = [await roundtrip(n + 1, max(0, target - base)) for n, target in enumerate(
+            [*range(122, 130), *range(65_532, 65_540)]
+        )]
+        assert min(lengths) <= 125 < 126 <= max(x for x in lengths if x < 1000)
+        assert any(x <= 65_535 for x in lengths if x > 1000)
+        assert any(x >= 65_536 for x in lengths)
