@@ -60,15 +60,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import http.client
 import multiprocessing
 import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -106,7 +103,6 @@ BATCH = 100  # push rows per request
 PAGE = 1000  # pull page size
 LOAD_CHUNK = 20_000  # documents per COPY when loading a collection
 PARTS: tuple[str, ...] = ("throughput", "stream")
-PR_SET_PDEATHSIG = 1
 REQUEST_TIMEOUT = 60.0  # one HTTP request or statement; a slower one fails the cell
 
 
@@ -394,21 +390,6 @@ async def limit_pull_all(conn: Any, job: Job) -> int:
 # --- servers: syncd and the peer, started on free loopback ports, stopped by PID ----------------
 
 
-def _child_preexec() -> None:
-    """In the forked child, before exec: ``ulimit -n <hard>``, and die with the benchmark."""
-    benchkit.raise_nofile_limit()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Server:
     """A server process on 127.0.0.1 (``start_new_session``: Ctrl-C reaches only the bench)."""
 
@@ -419,7 +400,7 @@ class Server:
         self._log: IO[bytes] = self.log_path.open("wb")
         self.process = subprocess.Popen(
             command, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_child_preexec,
+            start_new_session=True, preexec_fn=benchkit.child_preexec,
         )
         self._ps = psutil.Process(self.process.pid)
 
@@ -476,7 +457,7 @@ def _http_ok(port: int, path: str) -> bool:
 
 
 def start_syncd(url: str, workers: int, log_dir: Path) -> Server:
-    port = free_port()
+    port = benchkit.free_port()
     env = {k: v for k, v in os.environ.items()
            if k not in ("SYNCD_HOST", "SYNCD_PORT", "SYNCD_WORKERS")}
     env.update(SYNCD_DATABASE_URL=url, SYNCD_AUTH_MODE="none")
@@ -497,7 +478,7 @@ def ensure_peer_installed() -> None:
 
 
 def start_peer(node: str, log_dir: Path) -> Server:
-    port = free_port()
+    port = benchkit.free_port()
     server = Server("peer", [node, str(PEER_DIR / "server.mjs"), "--port", str(port)],
                     dict(os.environ), port, log_dir, PEER_DIR)
     server.wait_until(lambda: "READY http://127.0.0.1:" in server.log_tail(5))

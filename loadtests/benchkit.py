@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import importlib
 import os
 import resource
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -78,6 +81,26 @@ def raise_nofile_limit() -> int:
     if hard == resource.RLIM_INFINITY or soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def child_preexec() -> None:
+    """For ``Popen(preexec_fn=…)`` of a server the benchmark starts: ``ulimit -n <hard>``, and
+    SIGTERM when the benchmark dies. Only setrlimit and prctl: safe between fork and exec."""
+    raise_nofile_limit()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def alive(pid: int) -> bool:

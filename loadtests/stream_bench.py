@@ -75,7 +75,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import math
 import multiprocessing
 import os
@@ -119,28 +118,12 @@ TESTS: tuple[str, ...] = ("single", "sse", "peer", "cluster")
 # Single-node cells: what the subscribers speak, and to whom.
 SINGLE_TESTS: tuple[str, ...] = ("single", "sse", "peer")
 PEER_SCRIPT = REPO / "loadtests" / "peer" / "server.mjs"
-PR_SET_PDEATHSIG = 1
 # The plain-SQL writer: what another service writing straight into the table would do; syncd's
 # trigger stamps the change order and adds `_deleted`.
 SQL_INSERT = "INSERT INTO syncd_documents (collection_id, id, data) VALUES ($1, $2, $3::jsonb)"
 
 
 # --- processes: limits, and stopping everything we started ----------------------------------------
-
-
-def _syncd_preexec() -> None:
-    """In the forked child, before exec: ``ulimit -n <hard>``, and die with the benchmark."""
-    benchkit.raise_nofile_limit()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Server:
@@ -160,7 +143,7 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,  # Ctrl-C reaches the benchmark only; it stops the server
-            preexec_fn=_syncd_preexec,  # only setrlimit and prctl: safe between fork and exec
+            preexec_fn=benchkit.child_preexec,
         )
         self._ps = psutil.Process(self.process.pid)
 
@@ -218,7 +201,7 @@ class Node(Server):
     label = "syncd node"
 
     def __init__(self, number: int, database_url: str, log_dir: Path, workers: int = 1) -> None:
-        self.port = _free_port()
+        self.port = benchkit.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {
             key: value for key, value in os.environ.items()
@@ -266,7 +249,7 @@ class Peer(Server):
             raise RuntimeError("the peer needs Node.js (`node` on PATH)")
         if not (PEER_SCRIPT.parent / "node_modules").is_dir():
             raise RuntimeError(f"the peer is not installed: npm ci --prefix {PEER_SCRIPT.parent}")
-        self.port = _free_port()
+        self.port = benchkit.free_port()
         super().__init__(
             number, [node, str(PEER_SCRIPT), "--port", str(self.port)], dict(os.environ),
             log_dir / f"peer{number}-{self.port}.log",
