@@ -113,6 +113,17 @@ WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
 
 EPOCH_SQL = "SELECT to_hex(system_identifier) FROM pg_control_system()"
 
+# The oldest transaction holding an xid in the cluster, running or prepared: pulls and feeds
+# serve only rows below it (docs/ordering.md), so its age is how stale live data can get.
+OLDEST_XID_AGE_SQL = """
+SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(started)), 0)::float8
+FROM (
+    SELECT xact_start AS started FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+    UNION ALL
+    SELECT prepared FROM pg_prepared_xacts
+) AS holders
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -154,6 +165,12 @@ class DocumentStore:
     async def ping(self) -> None:
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1")
+
+    async def oldest_transaction_age(self) -> float:
+        """Seconds since the oldest transaction holding back the pull horizon began."""
+        async with self._connection() as conn:
+            age: float = await conn.fetchval(OLDEST_XID_AGE_SQL)
+        return age
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:

@@ -29,7 +29,7 @@ from syncd.db.store import DocumentStore
 from syncd.exceptions import SyncdError
 from syncd.hub import Hub
 from syncd.service import SyncService
-from syncd.web import native, rxdb_server, rxdb_ws
+from syncd.web import metrics, native, rxdb_server, rxdb_ws
 from syncd.web.cors import CORSMiddleware
 from syncd.web.responses import DATABASE_UNAVAILABLE, JSONBytes, handle_exception, json_response
 
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics.metrics, methods=["GET"]),
             *native.routes,
             *rxdb_server.routes(settings.rxdb_server_prefix),
             *rxdb_ws.routes(settings),
