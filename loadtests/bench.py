@@ -73,7 +73,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.context import SpawnContext
 from multiprocessing.queues import Queue
@@ -500,41 +500,6 @@ class Launched:
 
 
 # --- the database ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def database(url: str | None, token: str) -> Iterator[str]:
-    """The embedded server (in a temporary directory), or a scratch database ``bench_<token>`` on
-    the given loopback server, dropped again on the way out."""
-    if url is None:
-        with benchkit.embedded_database("bench-pg-") as embedded_url:
-            yield embedded_url
-        return
-    benchkit.check_loopback(url)
-    name = f"bench_{token}"
-    benchkit.run(_admin(url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield _url_for(url, name)
-    finally:
-        try:
-            benchkit.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        except Exception as error:
-            benchkit.progress(f"WARNING: could not drop the scratch database {name}: {error}")
-
-
-def _url_for(url: str, name: str) -> str:
-    scheme, _, rest = url.partition("://")
-    authority, _, tail = rest.partition("/")
-    _, _, query = tail.partition("?")
-    return f"{scheme}://{authority}/{name}" + (f"?{query}" if query else "")
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def prepare(url: str) -> dict[str, uuid.UUID]:
@@ -1092,7 +1057,7 @@ def run_throughput(args: argparse.Namespace, options: Options) -> str:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     keep_logs = True
     try:
-        with database(args.database_url, token) as url:
+        with benchkit.scratch_database(args.database_url, "bench", token) as url:
             header = benchkit.run(describe_server(url))
             benchkit.progress(header)
             ctx = Context(url=url, ids=prepare(url), options=options, servers={},

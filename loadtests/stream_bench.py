@@ -92,8 +92,7 @@ import tempfile
 import time
 import urllib.parse
 from array import array
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
@@ -1461,42 +1460,7 @@ def report(results: Results, options: Options) -> str:
     return "\n".join(lines)
 
 
-# --- the database: embedded in a temporary directory, or a scratch database on a loopback server --
-
-
-def _url_for(url: str, database: str) -> str:
-    scheme, _, rest = url.partition("://")
-    authority, _, tail = rest.partition("/")
-    _, _, query = tail.partition("?")
-    return f"{scheme}://{authority}/{database}" + (f"?{query}" if query else "")
-
-
-async def _admin(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def database(url: str | None, token: str) -> Iterator[str]:
-    """A fresh database for syncd: the embedded server's (in a temporary directory), or a scratch
-    database created on the given loopback server and dropped again on the way out."""
-    if url is not None:
-        benchkit.check_loopback(url)
-        name = f"streambench_{token}"
-        benchkit.run(_admin(url, f'CREATE DATABASE "{name}"'))
-        try:
-            yield _url_for(url, name)
-        finally:
-            try:
-                benchkit.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            except Exception as error:
-                benchkit.progress(f"WARNING: could not drop the scratch database {name}: {error}")
-        return
-    with benchkit.embedded_database("streambench-pg-") as embedded_url:
-        yield embedded_url
+# --- the database (benchkit.scratch_database: embedded, or scratch on a loopback server) ------
 
 
 def prepare(url: str) -> Any:
@@ -1656,7 +1620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="streambench-logs-"))
     keep_logs = True
     try:
-        with database(args.database_url, token) as url:
+        with benchkit.scratch_database(args.database_url, "streambench", token) as url:
             benchkit.progress(benchkit.run(describe_server(url)))
             collection_id = prepare(url)
             bench = Bench(url=url, collection_id=collection_id, log_dir=log_dir, token=token)
