@@ -235,10 +235,11 @@ class DocumentStore:
     ) -> list[str]:
         """Write the non-conflicting rows atomically; return the stored JSON of the others."""
         ids = [row.id for row in rows]
-        new = [_json(row.new) if row.new_json is None else row.new_json for row in rows]
+        # The texts parse_push_rows built; encoded here only when it could not (the encoder's
+        # error is raised then).
+        new = [row.new_json or _json(row.new) for row in rows]
         assumed = [
-            _json(row.assumed) if row.assumed is not None and row.assumed_json is None
-            else row.assumed_json
+            None if row.assumed is None else row.assumed_json or _json(row.assumed)
             for row in rows
         ]
         async with self._connection() as conn:

@@ -6,9 +6,10 @@ and one socket may carry several collections:
 
 * ``masterChangesSince`` ``[checkpoint | null, batchSize]`` → ``{documents, checkpoint}``;
 * ``masterWrite`` ``[rows]`` → the conflicting master documents;
-* ``masterChangeStream$`` (id ``"stream"``) → no answer; from then on every change of the
-  collection arrives as ``{"id": "stream", "collection", "result": {documents, checkpoint}}``,
-  or ``"result": "RESYNC"`` when the node cannot guarantee continuity;
+* ``masterChangeStream$`` (id ``"stream"``) → no answer; the stream starts with
+  ``"result": "RESYNC"``, then every change of the collection arrives as
+  ``{"id": "stream", "collection", "result": {documents, checkpoint}}``, or ``"result": "RESYNC"``
+  when the node cannot guarantee continuity (every RESYNC is sent twice: see ``_relay``);
 * ``auth`` ``[headers]`` → no answer; the token is taken from the ``Authorization`` header.
 
 The client has no timeout and no retry for a request, so an unanswered one stalls it for good.

@@ -323,6 +323,8 @@ async def test_a_stalled_reader_gets_a_resync_frame(database_url: str, collectio
                     break
                 assert frame["result"]["documents"]
             assert frame == {"id": "stream", "collection": collection, "result": "RESYNC"}
+            # Sent twice in a row, so that RxDB cannot drop both (see rxdb_ws._relay).
+            assert await client.stream_frame(collection, within=10) == frame
             # The client pulls (as RxDB does on RESYNC) and has everything.
             documents, _ = await pull_all(client, collection, 50)
             assert len(documents) == 120
