@@ -56,6 +56,10 @@ class Settings:
     stream_buffer_bytes: int = 8 * MIB
     # ... and at most how many changes one frame carries.
     stream_frame_limit: int = 1000
+    # A push is answered once the caller's own streams on this node have been sent its changes
+    # (RxDB loses quick edits when the echo comes after the answer), waiting at most this long;
+    # a stream that is not caught up by then is told to resync instead. 0 answers at once.
+    push_echo_wait_ms: int = 500
     # Websocket ping interval (and timeout), so idle proxies keep streams open; 0 disables.
     ws_ping_seconds: float = 20.0
     # Where the rxdb-server protocol (``replicateServer``) is served: the client's url is
@@ -156,6 +160,8 @@ class Settings:
                 "SYNCD_STREAM_POLL_MS, SYNCD_STREAM_NOTIFY_MS and SYNCD_STREAM_FRAME_LIMIT "
                 "must be positive"
             )
+        if self.push_echo_wait_ms < 0:
+            raise ConfigError("SYNCD_PUSH_ECHO_WAIT_MS must not be negative")
         if self.stream_buffer_bytes < 1024 or self.ws_ping_seconds < 0:
             raise ConfigError(
                 "SYNCD_STREAM_BUFFER_BYTES must be at least 1024 and SYNCD_WS_PING_SECONDS "

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Final
 
 from syncd import checkpoint as checkpoints
@@ -34,12 +34,16 @@ FeedKey = tuple[uuid.UUID, str]  # (collection id, partition)
 
 
 class Frame:
-    """One batch of changes, serialized once for every subscriber and every transport."""
+    """One batch of changes, serialized once for every subscriber and every transport.
 
-    __slots__ = ("_encoded", "_wrapped", "body")
+    ``number`` counts the frames of its feed (1, 2, ...): "a subscriber has been sent every frame
+    up to n" is how a push knows its echo went out (``Hub.echoed``)."""
 
-    def __init__(self, body: bytes) -> None:
+    __slots__ = ("_encoded", "_wrapped", "body", "number")
+
+    def __init__(self, body: bytes, number: int = 0) -> None:
         self.body = body
+        self.number = number
         self._wrapped: dict[str, str] = {}
         self._encoded: dict[str, bytes] = {}
 
@@ -91,10 +95,19 @@ class Subscriber:
     returns False when it cannot write now (its connection is paused by flow control or
     closing); the frame is then queued, and the buffer limit and RESYNC rules apply as usual.
     Frames never overtake one another: the sink is used only while the queue is empty and the
-    relay is parked (not in the middle of sending something it took from the queue)."""
+    relay is parked (not in the middle of sending something it took from the queue).
 
-    def __init__(self, key: FeedKey, max_bytes: int) -> None:
+    Delivery is tracked by frame number: ``sent`` is the newest frame this stream has written
+    to its transport, or covered with a RESYNC it has written. A relay calls ``next()`` only
+    after it finished sending what it took before, so entering ``next()`` is what marks the
+    previous item as sent. Pushes wait on that (``when_sent``) before they are answered."""
+
+    def __init__(
+        self, key: FeedKey, max_bytes: int, owner: Hashable = None, joined_at: int = 0
+    ) -> None:
         self.key = key
+        # Whose stream this is: a push waits for the streams of the identity that pushed.
+        self.owner = owner
         self._max_bytes = max_bytes
         self._queue: deque[Item] = deque()
         self._bytes = 0
@@ -102,11 +115,24 @@ class Subscriber:
         self._parked = False
         self.sink: Sink | None = None
         self.overflows = 0
+        # Frames before joining are the client's own pull's business (it starts with RESYNC).
+        self.offered = joined_at  # the newest frame offered: written, queued or dropped
+        self.sent = joined_at
+        self._taken = joined_at  # what the item the relay is sending covers
+        self._resync_covers = joined_at  # the frames the queued RESYNC stands for
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.closed = False
+        # Told to resync because it did not keep up with a push's echo: pushes stop waiting
+        # for it until it has caught up, so a stuck stream costs at most one push one wait.
+        self.lagging = False
 
     def offer(self, frame: Frame) -> None:
+        self.offered = frame.number
         if not self._queue:
             sink = self.sink
             if self._parked and sink is not None and sink(frame):
+                self._taken = frame.number
+                self._mark_sent(frame.number)
                 return
         elif self._queue[-1] in _FINAL:
             return
@@ -125,11 +151,13 @@ class Subscriber:
         self._queue.clear()
         self._bytes = 0
         self._queue.append(RESYNC)
+        self._resync_covers = self.offered
         self._ready.set()
 
     def end(self) -> None:
         self._queue.append(END)
         self._ready.set()
+        self.close()
 
     def idle(self) -> None:
         """Queue an IDLE marker if nothing else is waiting to be sent."""
@@ -143,9 +171,43 @@ class Subscriber:
         self._bytes = 0
         self._queue.append(marker)
         self._ready.set()
+        self.close()
+
+    def close(self) -> None:
+        """The stream is ending: nothing more will be sent, so no push waits for it."""
+        self.closed = True
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    def when_sent(self, number: int) -> asyncio.Future[None] | None:
+        """A future done once frame ``number`` has been sent (or covered by a sent RESYNC, or
+        the stream ended); None when that is already so."""
+        if self.sent >= number or self.closed:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((number, waiter))
+        return waiter
+
+    def _mark_sent(self, number: int) -> None:
+        if number <= self.sent:
+            return
+        self.sent = number
+        if self._waiters:
+            waiting = []
+            for wanted, waiter in self._waiters:
+                if wanted <= number:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                elif not waiter.done():
+                    waiting.append((wanted, waiter))
+            self._waiters = waiting
 
     async def next(self) -> Item:
+        self._mark_sent(self._taken)  # the relay is back for more: what it took is written
         while not self._queue:
+            self.lagging = False  # caught up
             self._ready.clear()
             self._parked = True
             try:
@@ -155,6 +217,9 @@ class Subscriber:
         item = self._queue.popleft()
         if isinstance(item, Frame):
             self._bytes -= len(item.body)
+            self._taken = max(self._taken, item.number)
+        elif item is RESYNC:
+            self._taken = max(self._taken, self._resync_covers)
         return item
 
 
@@ -165,6 +230,10 @@ class Feed:
         self.position: Position | None = None
         self.subscribers: set[Subscriber] = set()
         self.wake = asyncio.Event()
+        self.frames = 0  # frames offered so far; the number of the newest one
+        # Pushes waiting for the feed to read their changes: (their last position, future of
+        # the number of the frame that holds it).
+        self._readers: list[tuple[Position, asyncio.Future[int]]] = []
         self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
         self.task: asyncio.Task[None] | None = None
 
@@ -184,11 +253,15 @@ class Feed:
                     if page.last is None:
                         break
                     self.position = page.last
+                    self.frames += 1
                     frame = Frame(
-                        page_body(page.documents, checkpoints.encode(page.last, store.epoch))
+                        page_body(page.documents, checkpoints.encode(page.last, store.epoch)),
+                        self.frames,
                     )
                     for subscriber in tuple(self.subscribers):
                         subscriber.offer(frame)
+                    if self._readers:
+                        self._release_readers()
                     if len(page.documents) < limit:
                         break
             except Exception as exc:  # any failure: retry later, the position is kept
@@ -196,7 +269,32 @@ class Feed:
                 await asyncio.sleep(self.hub.retry_seconds)
                 self.wake.set()
 
+    def when_read(self, position: Position) -> asyncio.Future[int]:
+        """A future of the number of the frame that carries ``position`` (or a later one)."""
+        reader = asyncio.get_running_loop().create_future()
+        if self.position is not None and self.position >= position:
+            reader.set_result(self.frames)
+        else:
+            self._readers.append((position, reader))
+        return reader
+
+    def _release_readers(self) -> None:
+        assert self.position is not None
+        waiting = []
+        for position, reader in self._readers:
+            if reader.done():
+                continue
+            if position <= self.position:
+                reader.set_result(self.frames)
+            else:
+                waiting.append((position, reader))
+        self._readers = waiting
+
     async def stop(self) -> None:
+        for _, reader in self._readers:
+            if not reader.done():
+                reader.set_result(self.frames)
+        self._readers.clear()
         tasks = [t for t in (self.ready, self.task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -250,13 +348,15 @@ class Hub:
     def subscriber_count(self) -> int:
         return sum(len(feed.subscribers) for feed in self._feeds.values())
 
-    async def subscribe(self, collection_id: uuid.UUID, partition: str) -> Subscriber:
+    async def subscribe(
+        self, collection_id: uuid.UUID, partition: str, owner: Hashable = None
+    ) -> Subscriber:
         """Register a subscriber; every change after this moment reaches it (or a RESYNC)."""
         key = (collection_id, partition)
         feed = self._feeds.get(key)
         if feed is None:
             feed = self._feeds[key] = Feed(self, key)
-        subscriber = Subscriber(key, self._buffer_bytes)
+        subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames)
         feed.subscribers.add(subscriber)
         try:
             await asyncio.shield(feed.ready)
@@ -266,6 +366,7 @@ class Hub:
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        subscriber.close()
         feed = self._feeds.get(subscriber.key)
         if feed is None:
             return
@@ -284,6 +385,56 @@ class Hub:
             feed.wake.set()
         if self.publish is not None:
             self.publish(collection_id)
+
+    async def echoed(
+        self, collection_id: uuid.UUID, partition: str, owner: Hashable, upto: Position,
+        wait_seconds: float,
+    ) -> None:
+        """Return once every stream of ``owner`` on this node for this (collection, partition)
+        has been sent the frame holding the changes up to ``upto`` (this node's own commit),
+        or at the latest after ``wait_seconds``.
+
+        Why: RxDB holds stream events back while a push runs, then lets a held-back master
+        state overwrite the local document if that still equals what it last pushed. An echo
+        of push n that arrives after the answer to push n is applied after push n+1 was made,
+        rolls the document back, and the next edit conflicts and is lost. Sending the echo
+        before the answer (RxDB's own websocket server does the same) closes that window.
+
+        A stream that is not sent the echo in time (slow, stuck, flow-controlled) is told to
+        RESYNC instead, and pushes stop waiting for it until it has caught up. When the feed
+        itself cannot read the change in time (an older transaction still holds the horizon:
+        no pull could see it either), the push is answered without a RESYNC."""
+        feed = self._feeds.get((collection_id, partition))
+        if feed is None or feed.position is None or wait_seconds <= 0:
+            return
+        if not any(s.owner == owner and not s.lagging for s in feed.subscribers):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        reader = feed.when_read(upto)
+        if not reader.done():
+            done, _ = await asyncio.wait((reader,), timeout=wait_seconds)
+            if not done:
+                reader.cancel()
+                log.debug("push answered before its echo: the change is not readable yet "
+                          "(an older transaction holds the pull horizon)")
+                return
+        number = reader.result()
+        waiting = [
+            (subscriber, waiter)
+            for subscriber in tuple(feed.subscribers)
+            if subscriber.owner == owner and not subscriber.lagging
+            and (waiter := subscriber.when_sent(number)) is not None
+        ]
+        if not waiting:
+            return
+        await asyncio.wait([waiter for _, waiter in waiting],
+                           timeout=max(0.0, deadline - loop.time()))
+        for subscriber, waiter in waiting:
+            if not waiter.done():
+                waiter.cancel()
+                subscriber.lagging = True
+                subscriber.resync()
 
     def changed_elsewhere(self, collection_ids: set[uuid.UUID]) -> None:
         for (collection_id, _), feed in self._feeds.items():

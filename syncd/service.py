@@ -15,7 +15,7 @@ import orjson
 
 from syncd import checkpoint as checkpoints
 from syncd.auth.access import AccessRule
-from syncd.auth.identity import Identity
+from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
 from syncd.conflicts import parse_push_rows, raise_if_too_deep
 from syncd.db.registry import CollectionRegistry
@@ -129,20 +129,28 @@ class SyncService:
             return []
         collection.access.check_owner(partition, (row.new for row in rows))
         try:
-            conflicts = await self._store.push(collection.id, partition, rows)
+            result = await self._store.push(collection.id, partition, rows)
         except orjson.JSONEncodeError:  # an alias of TypeError: re-raised unless too deep
             raise_if_too_deep(body, collection.primary_key)
             raise
-        if len(conflicts) < len(rows):
+        if result.last is not None:
             self._hub.committed(collection.id, partition)
-        return conflicts
+            # The caller's own streams on this node carry the echo before the answer goes out
+            # (docs/rxdb-compat.md, "Quick edits"): RxDB loses edits when it comes later.
+            await self._hub.echoed(
+                collection.id, partition, identity_key(identity), result.last,
+                self._settings.push_echo_wait_ms / 1000,
+            )
+        return result.conflicts
 
     async def subscribe(self, name: str, identity: Identity) -> tuple[Collection, Subscriber]:
         """Register a live subscriber; from now on every change of the caller's partition
         reaches it, or a RESYNC."""
         collection = await self.collection(name)
         partition = collection.access.partition_for(identity, write=False)
-        return collection, await self._hub.subscribe(collection.id, partition)
+        return collection, await self._hub.subscribe(
+            collection.id, partition, identity_key(identity)
+        )
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._hub.unsubscribe(subscriber)

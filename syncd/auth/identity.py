@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,3 +35,9 @@ class Identity:
 
 # Authentication mode "none": everybody is this identity (local development only).
 ANONYMOUS = Identity(subject=None)
+
+
+def identity_key(identity: Identity) -> Hashable:
+    """Who a caller is, for matching its requests and streams: the same subject (or the same
+    service key acting for the same partition) is the same caller."""
+    return (identity.subject, identity.service, identity.acting_partition)

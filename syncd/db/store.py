@@ -54,7 +54,7 @@ ON CONFLICT (collection_id, partition, id) DO UPDATE
     SET data = EXCLUDED.data
     WHERE d.data = (SELECT input.assumed FROM input WHERE input.id = EXCLUDED.id)
       AND d.data <> EXCLUDED.data
-RETURNING d.id
+RETURNING d.id, d.xid::text::bigint, d.seq
 """
 
 # The stored state of the rows the push did not write. A row whose stored state already equals
@@ -123,6 +123,12 @@ FROM (
     SELECT prepared FROM pg_prepared_xacts
 ) AS holders
 """
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    conflicts: list[str]  # stored JSON of every row that conflicted, in push order
+    last: Position | None  # the newest position written; None when nothing was
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +238,9 @@ class DocumentStore:
 
     async def push(
         self, collection_id: uuid.UUID, partition: str, rows: Sequence[PushRow]
-    ) -> list[str]:
-        """Write the non-conflicting rows atomically; return the stored JSON of the others."""
+    ) -> PushResult:
+        """Write the non-conflicting rows atomically; return the stored JSON of the others and
+        where the written rows stand in the change order."""
         ids = [row.id for row in rows]
         # The texts parse_push_rows built; encoded here only when it could not (the encoder's
         # error is raised then).
@@ -246,11 +253,12 @@ class DocumentStore:
             # One statement is one transaction: when every row is written (the common case)
             # the push costs one round trip, not BEGIN + statement + COMMIT.
             written = await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
+            last = _last_position(written)
             if len(written) == len(rows):
-                return []
+                return PushResult([], last)
             done = {record[0] for record in written}
             rest = [i for i, doc_id in enumerate(ids) if doc_id not in done]
-            return await _push_rest(
+            result = await _push_rest(
                 conn,
                 collection_id,
                 partition,
@@ -258,6 +266,16 @@ class DocumentStore:
                 [assumed[i] for i in rest],
                 [new[i] for i in rest],
             )
+            if last is not None and (result.last is None or result.last < last):
+                return PushResult(result.conflicts, last)
+            return result
+
+
+def _last_position(written: Sequence[asyncpg.Record]) -> Position | None:
+    """The greatest (xid, seq) among the rows a push statement wrote."""
+    if not written:
+        return None
+    return max(Position(record[1], record[2]) for record in written)
 
 
 async def _push_rest(
@@ -267,7 +285,7 @@ async def _push_rest(
     ids: list[str],
     assumed: list[str | None],
     new: list[str],
-) -> list[str]:
+) -> PushResult:
     """The rows the first statement did not write: compare-and-set them again and read the
     stored state of those still unwritten, in one transaction.
 
@@ -276,9 +294,9 @@ async def _push_rest(
     conflicting meanwhile, e.g. a row deleted in between, as a client's retry would), so the
     read sees exactly the state that made each remaining row conflict."""
     async with conn.transaction():
-        await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
+        written = await conn.fetch(PUSH_SQL, collection_id, partition, ids, assumed, new)
         conflicts = await conn.fetch(UNWRITTEN_SQL, collection_id, partition, ids, new)
-    return [record[0] for record in conflicts]
+    return PushResult([record[0] for record in conflicts], _last_position(written))
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

@@ -38,7 +38,7 @@ import orjson
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from syncd.auth.identity import Identity
+from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
 from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
 from syncd.hub import END, RESYNC, Frame, Subscriber
@@ -94,7 +94,7 @@ class LateAnswers:
         self._answers: deque[tuple[float, Hashable, str]] = deque()
 
     def add(self, identity: Identity, answer: str) -> None:
-        self._answers.append((time.monotonic(), _identity_key(identity), answer))
+        self._answers.append((time.monotonic(), identity_key(identity), answer))
         while len(self._answers) > self._limit:
             self._answers.popleft()
 
@@ -102,12 +102,8 @@ class LateAnswers:
         oldest = time.monotonic() - self._keep_seconds
         while self._answers and self._answers[0][0] < oldest:
             self._answers.popleft()
-        key = _identity_key(identity)
+        key = identity_key(identity)
         return [answer for _, owner, answer in self._answers if owner == key]
-
-
-def _identity_key(identity: Identity) -> Hashable:
-    return (identity.subject, identity.service, identity.acting_partition)
 
 
 @dataclass(frozen=True, slots=True)

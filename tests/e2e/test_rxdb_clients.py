@@ -60,11 +60,6 @@ SCENARIOS = [
     "auth_partition_isolation",
     "outdated_schema",
 ]
-# RxDB can lose an edit made right after the previous one of the same document: it applies the
-# stream's late echo of edit n after edit n+1 was pushed (see clients/js/README.md). Measured
-# against syncd: about half of 100 such edits with RxDB 17 through clients/js, 0 to ~50 % with
-# rxdb-server and rxdb-websocket. Not strict: the race does not hit every run.
-KNOWN_RXDB_RACES = {(way, "rapid_edits_one_document") for way in WAY_VERSIONS}
 # Scenarios that restart syncd get a syncd process of their own.
 DEDICATED_SERVER = {"syncd_restart"}
 # Scenarios that need credentials run against jwt_syncd and may ask for tokens.
@@ -300,11 +295,6 @@ def _matrix() -> list[Any]:
                 if (way, scenario) in NOT_FOR:
                     reason = f"not for {way}: {NOT_FOR[way, scenario]}"
                     marks.append(pytest.mark.skip(reason=reason))
-                if (way, scenario) in KNOWN_RXDB_RACES:
-                    marks.append(pytest.mark.xfail(
-                        reason="RxDB race: a late echo rolls back a newer edit (clients/js README)",
-                        strict=False,
-                    ))
                 params.append(pytest.param(
                     way, rxdb, scenario, id=f"{way}-rxdb{rxdb}-{scenario}", marks=marks
                 ))

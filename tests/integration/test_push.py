@@ -263,9 +263,11 @@ async def test_a_failed_push_leaves_its_pooled_connection_clean(
         for _ in range(2):
             with pytest.raises(asyncpg.CheckViolationError):
                 await store.push(cid, "", [PushRow("ok", None, doc("ok")), bad])
-        assert await store.push(cid, "", [PushRow("ok", None, doc("ok"))]) == []
+        assert (await store.push(cid, "", [PushRow("ok", None, doc("ok"))])).conflicts == []
         stale = PushRow("ok", doc("ok", n=5), doc("ok", n=6))
-        assert [orjson.loads(d) for d in await store.push(cid, "", [stale])] == [doc("ok")]
+        stale_result = await store.push(cid, "", [stale])
+        assert [orjson.loads(d) for d in stale_result.conflicts] == [doc("ok")]
+        assert stale_result.last is None
         page = await store.pull(cid, "", ORIGIN, 10)
         assert [orjson.loads(d) for d in page.documents] == [doc("ok")]
     finally:
