@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from syncd.auth.identity import Credentials, Identity
+from syncd.auth.identity import Credentials, Identity, expiry_of
 from syncd.config import Settings
 from syncd.exceptions import Forbidden, Unauthorized, Unavailable
 
@@ -86,15 +86,30 @@ class ForwardAuthenticator:
             if value is not None:
                 claims[claim] = value
         subject = claims.get(self._subject_claim)
-        exp = claims.get("exp")
         return Identity(
             subject=str(subject) if subject is not None else None,
             claims=claims,
-            expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+            expires_at=_expiry(claims.get("exp")),
         )
 
     async def close(self) -> None:
         return None
+
+
+def _expiry(exp: Any) -> float | None:
+    """The answer's ``exp`` as a JWT's is read (a numeric string counts). An ``exp`` that is not
+    a time at all is the API's mistake: fail closed (503) rather than ignore a deadline."""
+    if exp is None:
+        return None
+    try:
+        return expiry_of(exp)
+    except ValueError as exc:
+        log.warning("forward-auth endpoint answered an unreadable exp: %s", exc)
+        raise Unavailable(
+            "the authentication service answered with an exp claim that is not a number of "
+            "seconds since 1970; fix that answer, or leave exp out",
+            code="auth_unavailable",
+        ) from None
 
 
 def _claim_headers(raw: str) -> dict[str, str]:

@@ -35,3 +35,15 @@ class Identity:
 
 # Authentication mode "none": everybody is this identity (local development only).
 ANONYMOUS = Identity(subject=None)
+
+
+def expiry_of(exp: Any) -> float:
+    """An ``exp`` claim as Unix time, read exactly as PyJWT reads it when it verifies a token
+    (``int(exp)``): ``1700000000``, ``1700000000.7`` and ``"1700000000"`` all end at 1700000000.
+
+    So a stream ends when HTTP starts refusing the same token, whatever JSON type ``exp`` has.
+    Raises ValueError for anything ``int()`` cannot read (PyJWT refuses such a token)."""
+    try:
+        return float(int(exp))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"exp must be a number of seconds since 1970, got {exp!r:.40}") from None
