@@ -1,9 +1,13 @@
-"""Mode ``forward``: the existing API decides. syncd forwards the request's ``Authorization``
-and ``Cookie`` headers to a configured URL and trusts the answer: 2xx with the caller's claims
-(a JSON object body and/or configured response headers), 401/403 for no.
+"""Mode ``forward``: the existing API decides. syncd sends it a GET with the request's
+``Authorization`` and ``Cookie`` headers, and what the request was (``Origin``, ``Referer``,
+``User-Agent``, ``X-Forwarded-For``/``-Host``/``-Proto``/``-Method``/``-Uri``), and trusts the
+answer: 2xx with the caller's claims (a JSON object body and/or configured response headers),
+401/403 for no.
 
-Only positive answers are cached, briefly, keyed by a hash of the forwarded headers. An
-unreachable or failing API is a 503, never open access.
+Cookies from an origin that may not use them never get here (``syncd/web/credentials.py``):
+such a request with nothing else is a 403. Only positive answers are cached, briefly, keyed by a
+hash of the credentials and the Origin. An unreachable or failing API is a 503, never open
+access.
 """
 
 from __future__ import annotations
@@ -41,15 +45,30 @@ class ForwardAuthenticator:
             # Websockets carry the token in a subprotocol or query: forward it as a header.
             forwarded["authorization"] = f"Bearer {credentials.token}"
         if not forwarded:
+            if credentials.withheld_for is not None:
+                raise Forbidden(
+                    f"this request from the origin {credentials.withheld_for[:100]!r} carries "
+                    "only credentials its browser attaches by itself (cookies), which syncd "
+                    "accepts from its own origin and those in SYNCD_CORS_ORIGINS only; add the "
+                    "origin there if it is your app's, or send a token (Authorization: Bearer)",
+                    code="cross_origin_credentials",
+                )
             raise Unauthorized("send the credentials your API accepts (Authorization or "
                                "a session cookie)", code="missing_token")
-        key = hashlib.sha256(orjson.dumps(forwarded, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # The answer may depend on the Origin (the API is told it), so it is part of the key.
+        origin = credentials.context.get("origin")
+        key = hashlib.sha256(
+            orjson.dumps([forwarded, origin], option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
         cached = self._cache.get(key)
-        now = time.monotonic()
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             self._cache.move_to_end(key)
             return cached[1]
-        identity = await self._ask(forwarded)
+        return await self._ask_and_remember(key, {**credentials.context, **forwarded})
+
+    async def _ask_and_remember(self, key: str, headers: dict[str, str]) -> Identity:
+        now = time.monotonic()
+        identity = await self._ask(headers)
         self._cache[key] = (now + self._ttl, identity)
         if len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -57,7 +76,14 @@ class ForwardAuthenticator:
 
     async def _ask(self, headers: dict[str, str]) -> Identity:
         try:
-            response = await self._http.get(self._url, headers=headers, timeout=self._timeout)
+            response = await self._http.get(
+                self._url,
+                # As received (Starlette decodes headers as latin-1): httpx would refuse a
+                # non-ASCII str, and the API should see the bytes the client sent.
+                headers=[(name.encode(), value.encode("latin-1"))
+                         for name, value in headers.items()],
+                timeout=self._timeout,
+            )
         except httpx.HTTPError as exc:
             log.warning("forward-auth endpoint unreachable: %s", exc)
             raise Unavailable(

@@ -14,10 +14,18 @@ class Credentials:
     token: str | None = None
     # Where the token came from: "header", "subprotocol", "query", "message" or "none".
     source: str = "none"
-    # The raw Authorization and Cookie headers, for forward authentication.
+    # The raw Authorization and Cookie headers, for forward authentication; without the ambient
+    # ones (see ``withheld_for``) when the request's origin may not use them.
     headers: Mapping[str, str] = field(default_factory=dict)
     # The partition a service key asks to act for (header X-Syncd-Partition).
     partition: str | None = None
+    # The Origin whose ambient credentials were dropped: credentials a browser attaches by
+    # itself (cookies, a non-Bearer Authorization), sent from an origin that is neither syncd's
+    # own nor allowed by SYNCD_CORS_ORIGINS. None when nothing was dropped.
+    withheld_for: str | None = None
+    # What the request was (Origin, Referer, User-Agent, X-Forwarded-*), lower-case names, for
+    # an API that decides itself (forward authentication).
+    context: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
