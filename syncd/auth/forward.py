@@ -7,7 +7,8 @@ answer: 2xx with the caller's claims (a JSON object body and/or configured respo
 Cookies from an origin that may not use them never get here (``syncd/web/credentials.py``):
 such a request with nothing else is a 403. Only positive answers are cached, briefly, keyed by a
 hash of the credentials and the Origin. An unreachable or failing API is a 503, never open
-access.
+access. Identities made here carry a ``recheck`` that asks the API again, bypassing the cache,
+which open streams run every SYNCD_FORWARD_RECHECK_SECONDS (``syncd/auth/recheck.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -34,6 +36,7 @@ class ForwardAuthenticator:
         self._url = settings.forward_url
         self._timeout = settings.forward_timeout_ms / 1000
         self._ttl = settings.forward_cache_seconds
+        self._recheck_seconds = settings.forward_recheck_seconds
         self._subject_claim = settings.subject_claim
         self._claim_headers = _claim_headers(settings.forward_claim_headers)
         self._http = http
@@ -69,10 +72,26 @@ class ForwardAuthenticator:
     async def _ask_and_remember(self, key: str, headers: dict[str, str]) -> Identity:
         now = time.monotonic()
         identity = await self._ask(headers)
+        if self._recheck_seconds > 0:
+
+            async def recheck() -> Identity:
+                return await self._recheck(key, headers)
+
+            identity = replace(identity, recheck=recheck, recheck_seconds=self._recheck_seconds)
         self._cache[key] = (now + self._ttl, identity)
+        self._cache.move_to_end(key)
         if len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return identity
+
+    async def _recheck(self, key: str, headers: dict[str, str]) -> Identity:
+        """An open stream asks again: always the API, since a cached yes is what is doubted.
+        A no also evicts the cached yes, so HTTP requests are refused from then on too."""
+        try:
+            return await self._ask_and_remember(key, headers)
+        except (Unauthorized, Forbidden):
+            self._cache.pop(key, None)
+            raise
 
     async def _ask(self, headers: dict[str, str]) -> Identity:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,14 @@ class Identity:
     # A service key (the API beside syncd): may act for any partition, but must name it.
     service: bool = False
     acting_partition: str | None = None
+    # Credentials that can be revoked before they expire (forward authentication): a stream
+    # calls ``recheck`` every ``recheck_seconds`` (``syncd/auth/recheck.py``). It answers the
+    # identity the credentials prove now, or raises Unauthorized/Forbidden once they are no
+    # longer accepted, Unavailable when that cannot be told right now.
+    recheck: Callable[[], Awaitable[Identity]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    recheck_seconds: float = 0.0
 
 
 # Authentication mode "none": everybody is this identity (local development only).

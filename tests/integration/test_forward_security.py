@@ -1,5 +1,5 @@
-"""Forward authentication against a real API on loopback: expiry, and later cross-site requests
-and revocation of open streams."""
+"""Forward authentication against a real API on loopback: expiry, cross-site requests with
+cookies, and revocation of open streams."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import websockets
 from websockets.typing import Origin
 
+from syncd.auth.apikeys import key_hash
 from tests.authworld import LocalHttp
 from tests.conftest import TODO_SCHEMA, register
 from tests.support import SyncdProcess
@@ -33,6 +34,7 @@ class Api:
 
     def __init__(self) -> None:
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.failing: set[str] = set()  # sessions the API cannot judge right now (503)
         self.seen: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self.http = LocalHttp(self._answer)
@@ -46,6 +48,8 @@ class Api:
             if session is None and cookie.startswith("session="):
                 session = cookie.removeprefix("session=")
             claims = self.sessions.get(session or "")
+            if session in self.failing:
+                return 503, {}, b"down for maintenance"
         if claims is None:
             return 401, {"Content-Type": "application/json"}, b'{"error": "who are you?"}'
         return 200, {"Content-Type": "application/json"}, orjson.dumps(claims)
@@ -327,3 +331,167 @@ async def test_the_rxdb_websocket_refuses_cookies_from_a_foreign_origin(
         page = orjson.loads(await asyncio.wait_for(ws.recv(), 10))["result"]
         assert [d["id"] for d in page["documents"]] == ["secret"]
         assert "cookie" not in api.seen[-1] and api.seen[-1]["origin"] == EVIL
+
+
+# --- revocation of open streams ---------------------------------------------------------------
+
+RECHECK_SECONDS = 1.0
+SERVICE_KEY = "sk_recheck_tests_0123456789abcdef"
+# What a close may take beyond the recheck interval: the API's answer and a busy test machine.
+SLACK_SECONDS = 4.0
+
+
+@pytest.fixture(scope="module")
+def recheck_server(database_url: str, api: Api) -> Iterator[SyncdProcess]:
+    server = SyncdProcess(database_url, env={
+        "SYNCD_AUTH_MODE": "forward",
+        "SYNCD_FORWARD_URL": api.http.url + "/auth/check",
+        # A long positive cache: the rechecks must not be answered from it.
+        "SYNCD_FORWARD_CACHE_SECONDS": "300",
+        "SYNCD_FORWARD_RECHECK_SECONDS": str(RECHECK_SECONDS),
+        "SYNCD_API_KEYS": f"svc:{key_hash(SERVICE_KEY)}",
+    })
+    yield server
+    server.stop()
+
+
+def service_write(server: SyncdProcess, collection: str, owner: str, doc_id: str) -> None:
+    """The API beside syncd writes into ``owner``'s partition with its service key."""
+    response = httpx.post(
+        f"{server.url}/api/v1/sync/{collection}", timeout=30,
+        content=orjson.dumps([{"newDocumentState": {"id": doc_id, "title": "t", "owner": owner,
+                                                    "_deleted": False}}]),
+        headers={"Authorization": f"Bearer {SERVICE_KEY}", "X-Syncd-Partition": owner,
+                 "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200 and response.json() == [], response.text
+
+
+class Streams:
+    """One user's three kinds of open stream on one collection, recording what each received."""
+
+    def __init__(self, server: SyncdProcess, collection: str, token: str) -> None:
+        self.server, self.collection, self.token = server, collection, token
+        self.received: dict[str, list[str]] = {"native": [], "rxdb-ws": [], "sse": []}
+        self.ended: dict[str, float] = {}
+        self.close_codes: dict[str, int | None] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._arrived = asyncio.Event()
+
+    async def open(self) -> None:
+        native = await websockets.connect(
+            ws_url(self.server, f"/api/v1/sync/{self.collection}/stream"
+                                f"?access_token={self.token}"))
+        assert await asyncio.wait_for(native.recv(), 10) == '"RESYNC"'
+        rx = await websockets.connect(ws_url(self.server, "/rxdb/ws"))
+        for request in ({"id": "a", "method": "auth",
+                         "params": [{"Authorization": f"Bearer {self.token}"}]},
+                        {"id": "stream", "method": "masterChangeStream$", "params": []}):
+            await rx.send(orjson.dumps({"collection": self.collection, **request}).decode())
+        assert orjson.loads(await asyncio.wait_for(rx.recv(), 10))["result"] == "RESYNC"
+        http = httpx.AsyncClient(timeout=None)
+        sse = await http.send(
+            http.build_request("GET", f"{self.server.url}/rxdb/{self.collection}/0/pullStream",
+                               headers={"Authorization": f"Bearer {self.token}"}),
+            stream=True)
+        assert sse.status_code == 200
+        lines = sse.aiter_lines()
+        assert (await asyncio.wait_for(anext(lines), 10)).startswith("retry:")
+        self._tasks = [asyncio.create_task(self._read_ws("native", native)),
+                       asyncio.create_task(self._read_ws("rxdb-ws", rx)),
+                       asyncio.create_task(self._read_sse(http, sse, lines))]
+
+    async def _read_ws(self, name: str, ws: websockets.ClientConnection) -> None:
+        try:
+            async for message in ws:
+                self.received[name].append(str(message))
+                self._arrived.set()
+        except websockets.ConnectionClosed:
+            pass
+        self.ended[name] = time.monotonic()
+        self.close_codes[name] = ws.close_code
+
+    async def _read_sse(self, http: httpx.AsyncClient, sse: httpx.Response,
+                        lines: Any) -> None:
+        try:
+            async for line in lines:
+                if line.startswith("data:"):
+                    self.received["sse"].append(line)
+                    self._arrived.set()
+        except httpx.HTTPError:
+            pass
+        self.ended["sse"] = time.monotonic()
+        await sse.aclose()
+        await http.aclose()
+
+    async def until_delivered(self, doc_id: str) -> None:
+        async def delivered() -> None:
+            while not all(any(doc_id in m for m in got) for got in self.received.values()):
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        await asyncio.wait_for(delivered(), 10)
+
+    async def until_ended(self, within: float) -> None:
+        await asyncio.wait_for(asyncio.gather(*self._tasks), within)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_a_revoked_user_s_open_streams_end_within_the_recheck_interval(
+    recheck_server: SyncdProcess, api: Api, owned: str
+) -> None:
+    session = f"rita-{uuid.uuid4().hex[:8]}"
+    api.sessions[session] = {"sub": "rita"}
+    streams = Streams(recheck_server, owned, session)
+    await streams.open()
+    try:
+        service_write(recheck_server, owned, "rita", "before")
+        await streams.until_delivered("before")
+        # Streams are rechecked every second (the 300 s cache notwithstanding) and stay open
+        # while the API says yes.
+        await asyncio.sleep(2.5 * RECHECK_SECONDS)
+        assert not streams.ended
+        api.revoke(session)
+        revoked = time.monotonic()
+        await streams.until_ended(RECHECK_SECONDS + SLACK_SECONDS)
+        assert streams.close_codes == {"native": 4401, "rxdb-ws": 4401}
+        assert max(streams.ended.values()) - revoked < RECHECK_SECONDS + SLACK_SECONDS
+        service_write(recheck_server, owned, "rita", "after")
+        await asyncio.sleep(0.5)
+        assert not any("after" in m for got in streams.received.values() for m in got)
+    finally:
+        await streams.close()
+    # The recheck's no also replaced the cached yes: HTTP is refused at once, not in 300 s.
+    refused = httpx.get(f"{recheck_server.url}/api/v1/sync/{owned}",
+                        headers={"Authorization": f"Bearer {session}"}, timeout=30)
+    assert refused.status_code == 401, refused.text
+
+
+async def test_streams_outlast_a_short_api_outage_but_not_a_long_one(
+    recheck_server: SyncdProcess, api: Api, owned: str
+) -> None:
+    session = f"uma-{uuid.uuid4().hex[:8]}"
+    api.sessions[session] = {"sub": "uma"}
+    streams = Streams(recheck_server, owned, session)
+    await streams.open()
+    try:
+        api.failing.add(session)  # 503: the API cannot tell
+        await asyncio.sleep(1.5 * RECHECK_SECONDS)  # one or two unconfirmed rechecks
+        api.failing.discard(session)
+        await asyncio.sleep(1.5 * RECHECK_SECONDS)  # confirmed again
+        assert not streams.ended
+        service_write(recheck_server, owned, "uma", "during")
+        await streams.until_delivered("during")
+        api.failing.add(session)
+        failing = time.monotonic()
+        await streams.until_ended(3 * RECHECK_SECONDS + SLACK_SECONDS)
+        # 1013: try again later (the reconnect gets the API's answer, 503 while it is down).
+        assert streams.close_codes == {"native": 1013, "rxdb-ws": 1013}
+        assert max(streams.ended.values()) - failing >= 2 * RECHECK_SECONDS
+    finally:
+        api.failing.discard(session)
+        await streams.close()
