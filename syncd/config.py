@@ -95,6 +95,10 @@ class Settings:
     forward_url: str = ""
     forward_timeout_ms: int = 2000
     forward_cache_seconds: float = 10.0
+    # Open streams authenticated by forward ask the API again this often (bypassing the cache),
+    # and end when it no longer says yes: the longest a revoked user keeps receiving changes.
+    # 0 disables it (streams then live until they close).
+    forward_recheck_seconds: float = 15.0
     # Claims taken from the answer's headers, as CLAIM=Header pairs: "sub=X-User-Id,role=X-Role".
     forward_claim_headers: str = ""
     # The claim naming the caller (logs, identity.subject).
@@ -115,6 +119,9 @@ class Settings:
             ("http://", "https://")
         ):
             raise ConfigError("SYNCD_AUTH_MODE=forward needs SYNCD_FORWARD_URL (http(s)://...)")
+        if not self.forward_recheck_seconds >= 0:
+            raise ConfigError("SYNCD_FORWARD_RECHECK_SECONDS must not be negative (0 disables "
+                              f"rechecks), got {self.forward_recheck_seconds}")
         if self.auth_mode != "jwt":
             return
         algorithms = self.jwt_algorithm_list

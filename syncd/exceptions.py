@@ -6,6 +6,7 @@ SyncdError
 ├── Forbidden             403
 ├── NotFound              404  unknown collection
 ├── PayloadTooLarge       413
+├── UnsupportedMediaType  415  a request body that is not declared application/json
 ├── Unprocessable         422  schema violations, values PostgreSQL cannot store
 └── Unavailable           503  the database is unreachable
 """
@@ -49,6 +50,11 @@ class NotFound(SyncdError):
 class PayloadTooLarge(SyncdError):
     status = 413
     default_code = "payload_too_large"
+
+
+class UnsupportedMediaType(SyncdError):
+    status = 415
+    default_code = "unsupported_media_type"
 
 
 class Unprocessable(SyncdError):

@@ -17,7 +17,7 @@ import httpx
 import jwt
 import orjson
 
-from syncd.auth.identity import Credentials, Identity
+from syncd.auth.identity import Credentials, Identity, expiry_of
 from syncd.config import Settings
 from syncd.exceptions import Unauthorized, Unavailable
 
@@ -152,11 +152,12 @@ class JwtAuthenticator:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the token is not valid: {exc}", code="invalid_token") from None
         subject = claims.get(self._subject_claim)
-        exp = claims.get("exp")
         return Identity(
             subject=str(subject) if subject is not None else None,
             claims=claims,
-            expires_at=float(exp) + self._leeway if isinstance(exp, (int, float)) else None,
+            # PyJWT verified `exp` (required) with int(exp): the same value, never a type check
+            # that would let a numeric string `exp` keep a stream open for ever.
+            expires_at=expiry_of(claims["exp"]) + self._leeway,
         )
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from syncd.exceptions import SyncdError
 from syncd.hub import Hub
 from syncd.service import SyncService
 from syncd.web import metrics, native, rxdb_server, rxdb_ws
-from syncd.web.cors import CORSMiddleware
+from syncd.web.cors import AllowedOrigins, CORSMiddleware
 from syncd.web.responses import DATABASE_UNAVAILABLE, JSONBytes, handle_exception, json_response
 
 log = logging.getLogger("syncd")
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         signals.start()
         authenticator = build_authenticator(settings)
         app.state.authenticator = authenticator
+        app.state.origins = AllowedOrigins(settings.cors_origin_list)
         app.state.settings = settings
         app.state.store = store
         app.state.hub = hub

@@ -7,11 +7,15 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from syncd.exceptions import BadRequest, PayloadTooLarge
+from syncd.exceptions import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+JSON_MEDIA_TYPE = "application/json"
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
-    """The parsed JSON body; 413 as soon as it is known to exceed ``max_bytes``."""
+    """The parsed JSON body; 415 unless it is declared JSON, 413 as soon as it is known to
+    exceed ``max_bytes``."""
+    require_json(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)
@@ -31,6 +35,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise BadRequest(
             f"the request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+
+
+def require_json(request: Request) -> None:
+    """Refuse a body not declared ``application/json`` (parameters such as charset are fine).
+
+    A page on another origin can POST ``text/plain`` (or a form) with the user's cookie without
+    asking the browser's CORS preflight; ``application/json`` always needs that preflight, which
+    only SYNCD_CORS_ORIGINS pass. Checked before the body is read."""
+    declared = request.headers.get("content-type")
+    media_type = (declared or "").partition(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        shown = "no Content-Type" if declared is None else f"Content-Type {declared[:80]!r}"
+        raise UnsupportedMediaType(
+            f"the request body must be JSON sent with Content-Type: {JSON_MEDIA_TYPE}; "
+            f"got {shown}",
+            code="unsupported_media_type",
+        )
 
 
 def _too_large(size: int, max_bytes: int) -> PayloadTooLarge:

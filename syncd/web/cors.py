@@ -20,15 +20,26 @@ ALLOWED_METHODS = "GET, POST"
 PREFLIGHT_MAX_AGE = "600"
 
 
-class CORSMiddleware:
-    def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
-        self.app = app
+class AllowedOrigins:
+    """The browser origins of SYNCD_CORS_ORIGINS (``*``: any). Shared by CORS and by the rule
+    that cookies count only from allowed origins (``syncd/web/credentials.py``)."""
+
+    def __init__(self, origins: Iterable[str]) -> None:
         allowed = tuple(origins)
         self.any_origin = "*" in allowed
         self.origins = frozenset(o for o in allowed if o != "*")
 
     def allows(self, origin: str) -> bool:
         return self.any_origin or origin in self.origins
+
+
+class CORSMiddleware:
+    def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = AllowedOrigins(origins)
+
+    def allows(self, origin: str) -> bool:
+        return self.allowed.allows(origin)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

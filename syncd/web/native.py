@@ -63,7 +63,7 @@ async def stream(websocket: WebSocket) -> None:
     try:
         await websocket.accept(subprotocol=selected_subprotocol(websocket))
         await websocket.send_text(RESYNC)
-        await relay(websocket, subscriber, _native_frame, expires_at=identity.expires_at)
+        await relay(websocket, subscriber, _native_frame, identity=identity)
     finally:
         service.unsubscribe(subscriber)
 

@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from syncd.auth.identity import Identity
+from syncd.auth.recheck import watch
 from syncd.exceptions import BadRequest, Forbidden, NotFound, SyncdError, Unprocessable
 from syncd.hub import EXPIRED, GONE, IDLE, Frame, Sink, Subscriber
 from syncd.service import Collection, SyncService
@@ -226,7 +227,7 @@ async def _pull_stream(
         subscriber=subscriber,
         service=service,
         keepalive_seconds=request.app.state.settings.sse_keepalive_seconds,
-        expires_at=identity.expires_at,
+        identity=identity,
     )
 
 
@@ -245,7 +246,8 @@ class EventStream(Response):
 
     The stream ends (the client resyncs and reconnects) when the subscriber lost continuity
     (RESYNC: the client read too slowly), the node shuts down (END), or the credentials expire
-    (the reconnect then gets a 401). The subscription is dropped when the client leaves."""
+    or a recheck finds them revoked (the reconnect then gets a 401). The subscription is
+    dropped when the client leaves."""
 
     def __init__(
         self,
@@ -253,7 +255,7 @@ class EventStream(Response):
         subscriber: Subscriber | None = None,
         service: SyncService | None = None,
         keepalive_seconds: float = 0,
-        expires_at: float | None = None,
+        identity: Identity | None = None,
         retry_ms: int = SSE_RETRY_MS,
     ) -> None:
         self.status_code = 200
@@ -269,7 +271,7 @@ class EventStream(Response):
         self._subscriber = subscriber
         self._service = service
         self._keepalive = keepalive_seconds
-        self._expires_at = expires_at
+        self._identity = identity
         self._retry_ms = retry_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -303,9 +305,14 @@ class EventStream(Response):
             subscriber.sink = _sink(raw)
         loop = asyncio.get_running_loop()
         timers: dict[str, asyncio.TimerHandle] = {}
-        if self._expires_at is not None:
-            delay = max(0.0, self._expires_at - time.time())
+        expires_at = None if self._identity is None else self._identity.expires_at
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
             timers["expiry"] = loop.call_later(delay, subscriber.interrupt, EXPIRED)
+        # Revoked (or unconfirmable) credentials end the stream like expired ones.
+        recheck = None if self._identity is None else watch(
+            self._identity, lambda _error: subscriber.interrupt(EXPIRED)
+        )
         if self._keepalive:
 
             def keepalive() -> None:
@@ -330,6 +337,8 @@ class EventStream(Response):
             subscriber.sink = None
             for timer in timers.values():
                 timer.cancel()
+            if recheck is not None:
+                recheck.cancel()
 
 
 SSE_CHUNK = "sse-chunk"  # a frame's event as one chunk of a chunked response body

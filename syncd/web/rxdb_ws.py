@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from syncd.auth.identity import Identity, identity_key
+from syncd.auth.recheck import watch
 from syncd.config import Settings
 from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
 from syncd.hub import END, RESYNC, Frame, Subscriber
@@ -150,6 +151,8 @@ class RxdbSocket:
         self._closed = False
         self._streams: dict[str, tuple[Subscriber, asyncio.Task[None]]] = {}
         self._resyncs: dict[str, asyncio.Task[None]] = {}
+        # Rechecks of revocable credentials (recheck.py), for the identity they were started for.
+        self._recheck: tuple[Identity | None, asyncio.Task[None] | None] = (None, None)
 
     async def run(self) -> None:
         await self.websocket.accept(subprotocol=selected_subprotocol(self.websocket))
@@ -202,6 +205,7 @@ class RxdbSocket:
         """The next frame to handle; None once the socket is to stop (``_stop`` says why)."""
         while self._stop is None:
             self._check_deadline()
+            self._recheck_credentials()
             if self._inbox and self._stop is None:
                 self._room.set()
                 return self._inbox.popleft()
@@ -265,6 +269,24 @@ class RxdbSocket:
         else:
             self._stop_for(_reject(Unauthorized("credentials expired; reconnect",
                                                 code="credentials_expired")))
+
+    def _recheck_credentials(self) -> None:
+        """Keep revocable credentials rechecked on their schedule; a new identity (``auth``
+        message) gets its own rechecks."""
+        watched, task = self._recheck
+        if watched is self.identity:
+            return
+        if task is not None:
+            task.cancel()
+        identity = self.identity
+        self._recheck = (identity, None if identity is None else watch(identity, self._revoked))
+
+    def _revoked(self, error: SyncdError) -> None:
+        """A recheck said no: not one more change goes out; close with 4401 (1013 when the
+        credentials could not be confirmed), answering what was received as failures."""
+        for _, relay in self._streams.values():
+            relay.cancel()
+        self._stop_for(_reject(error))
 
     # -- requests --------------------------------------------------------------------------
 
@@ -417,6 +439,8 @@ class RxdbSocket:
         self._resyncs[name] = asyncio.create_task(resync())
 
     async def _end_streams(self) -> None:
+        if (recheck := self._recheck[1]) is not None:
+            recheck.cancel()
         tasks = [relay for _, relay in self._streams.values()] + list(self._resyncs.values())
         for task in tasks:
             task.cancel()

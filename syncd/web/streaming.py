@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from syncd.auth.identity import Identity
+from syncd.auth.recheck import watch
 from syncd.exceptions import SyncdError
 from syncd.hub import END, EXPIRED, GONE, RESYNC, Frame, Sink, Subscriber
 from syncd.web.draining import RawSocket, raw_socket
@@ -28,11 +30,12 @@ CLOSE_REAUTHENTICATE = 4401
 
 async def relay(
     websocket: WebSocket, subscriber: Subscriber, frame_text: Callable[[bytes], str],
-    transport: str = "native", *, expires_at: float | None = None,
+    transport: str = "native", *, identity: Identity | None = None,
 ) -> None:
-    """Send the subscriber's frames until the client leaves, its credentials expire, or the
-    node shuts down. One task per stream watches for the client leaving and a timer for the
-    expiry; each frame costs only the send.
+    """Send the subscriber's frames until the client leaves, its credentials expire or are
+    revoked, or the node shuts down. One task per stream watches for the client leaving, a
+    timer for the expiry, and (revocable credentials) a task rechecks them; each frame costs
+    only the send.
 
     Under ``syncd serve`` each frame is encoded into websocket bytes once for all sockets, and
     the hub's feed writes it to an idle socket directly (``Subscriber.sink``); frames that
@@ -42,6 +45,7 @@ async def relay(
     if raw is not None:
         subscriber.sink = _sink(raw, transport, encode)
     watcher = asyncio.create_task(_until_closed(websocket, subscriber))
+    expires_at = None if identity is None else identity.expires_at
     expiry = (
         None
         if expires_at is None
@@ -49,6 +53,13 @@ async def relay(
             max(0.0, expires_at - time.time()), subscriber.interrupt, EXPIRED
         )
     )
+    refused: list[SyncdError] = []  # why a recheck ended the stream
+
+    def credentials_ended(error: SyncdError) -> None:
+        refused.append(error)
+        subscriber.interrupt(EXPIRED)  # drops what is queued: not one more frame
+
+    recheck = None if identity is None else watch(identity, credentials_ended)
     try:
         while True:
             item = await subscriber.next()
@@ -60,7 +71,10 @@ async def relay(
             elif item is RESYNC:
                 await websocket.send_text(RESYNC_TEXT)
             elif item is EXPIRED:
-                await websocket.close(CLOSE_REAUTHENTICATE, "credentials expired; reconnect")
+                if refused:  # 4401 when revoked, 1013 when they could not be confirmed
+                    await close_for(websocket, refused[0])
+                else:
+                    await websocket.close(CLOSE_REAUTHENTICATE, "credentials expired; reconnect")
                 return
             elif item is END:
                 await websocket.close(CLOSE_RESTART, "syncd node shutting down; reconnect")
@@ -74,6 +88,8 @@ async def relay(
         watcher.cancel()
         if expiry is not None:
             expiry.cancel()
+        if recheck is not None:
+            recheck.cancel()
 
 
 def text_frame(payload: bytes) -> bytes:

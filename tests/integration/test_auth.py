@@ -277,6 +277,24 @@ async def test_a_stream_that_outlives_its_token_is_closed_with_4401(
     assert time.monotonic() - started < 10
 
 
+async def test_a_stream_whose_token_has_a_numeric_string_exp_is_closed_with_4401(
+    jwt_server: SyncdProcess, issuer: Issuer, owned: str
+) -> None:
+    # PyJWT reads `exp` with int(), so a numeric string is a valid expiry for HTTP; the stream
+    # must end at that same moment, not never.
+    token = issuer.token("alice", exp=str(int(time.time()) + 3))  # + 1 s leeway
+    assert pull(jwt_server, owned, token).status_code == 200
+    url = jwt_server.url.replace("http://", "ws://") + f"/api/v1/sync/{owned}/stream"
+    started = time.monotonic()
+    async with websockets.connect(url + f"?access_token={token}") as ws:
+        assert await asyncio.wait_for(ws.recv(), 10) == '"RESYNC"'
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 15)
+    assert ws.close_code == 4401
+    assert time.monotonic() - started < 10
+    assert_401(pull(jwt_server, owned, token), "token_expired")
+
+
 # --- service keys -----------------------------------------------------------------------------
 
 def test_a_service_key_writes_into_a_named_partition(

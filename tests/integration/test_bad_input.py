@@ -126,6 +126,44 @@ async def push_raw(api: httpx.AsyncClient, collection: str, body: bytes) -> http
 
 
 # ---------------------------------------------------------------------------------------------
+# Push bodies not declared as JSON (415): a foreign page can send those without a preflight
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param("text/plain", id="text-plain"),
+        pytest.param("text/plain;charset=UTF-8", id="text-plain-charset"),
+        pytest.param("application/x-www-form-urlencoded", id="form"),
+        pytest.param("multipart/form-data; boundary=x", id="multipart"),
+        pytest.param("application/jsonp", id="json-prefix"),
+        pytest.param(None, id="none"),
+    ],
+)
+async def test_a_push_not_declared_as_json_is_415(
+    api: httpx.AsyncClient, db: asyncpg.Connection, collection: str, content_type: str | None
+) -> None:
+    body = json.dumps([GOOD_ROW]).encode()  # valid JSON: only the declaration is wrong
+    headers = {} if content_type is None else {"content-type": content_type}
+    response = await api.post(sync_path(collection), content=body, headers=headers)
+    error = assert_error(response, 415, "unsupported_media_type")
+    assert "Content-Type: application/json" in error["message"]
+    await assert_nothing_written(db, collection)
+    await assert_still_serving(api, db, collection)
+
+
+async def test_a_json_content_type_with_parameters_is_accepted(
+    api: httpx.AsyncClient, db: asyncpg.Connection, collection: str
+) -> None:
+    body = json.dumps([GOOD_ROW]).encode()
+    for content_type in ("application/json; charset=utf-8", "Application/JSON"):
+        response = await api.post(sync_path(collection), content=body,
+                                  headers={"content-type": content_type})
+        assert response.status_code == 200 and response.json() == [], response.text
+    assert await stored(db, collection) == 1
+
+
+# ---------------------------------------------------------------------------------------------
 # Push bodies that are not a JSON array of push rows (400)
 
 

@@ -349,7 +349,28 @@ def test_a_push_the_schema_refuses_is_forbidden_instead_of_retried_forever(
         assert "bad" in error["message"] and error["details"]
         assert http.get(url + "/pull").json()["documents"] == []  # nothing of it was written
         # A malformed body is still a 400: no client sends one, and it says what is wrong.
-        assert http.post(url + "/push", content=b"{").status_code == 400
+        malformed = http.post(url + "/push", content=b"{",
+                              headers={"Content-Type": "application/json"})
+        assert malformed.status_code == 400
+
+
+def test_a_push_not_declared_as_json_is_415_and_writes_nothing(
+    syncd: SyncdProcess, collection: str
+) -> None:
+    # replicateServer always sends Content-Type: application/json; a text/plain POST is what a
+    # page on another origin can send without a CORS preflight.
+    url = base(syncd, collection)
+    body = orjson.dumps(new_rows({"id": "plain", "title": "t"}))
+    with httpx.Client(timeout=30) as http:
+        response = http.post(url + "/push", content=body, headers={"Content-Type": "text/plain"})
+        assert response.status_code == 415
+        error = response.json()["error"]
+        assert error["code"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in error["message"]
+        assert http.get(url + "/pull").json()["documents"] == []
+        accepted = http.post(url + "/push", content=body,
+                             headers={"Content-Type": "application/json"})
+        assert accepted.json() == []
 
 
 # --- pullStream -------------------------------------------------------------------------------

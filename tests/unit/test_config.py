@@ -47,6 +47,7 @@ def test_no_variables_means_the_defaults() -> None:
         ),
         ("SYNCD_DATABASE_URL", "postgres://db/syncd", "database_url", "postgres://db/syncd"),
         ("SYNCD_RXDB_WS_PATH", "/sync/rxdb-ws", "rxdb_ws_path", "/sync/rxdb-ws"),
+        ("SYNCD_FORWARD_RECHECK_SECONDS", "2.5", "forward_recheck_seconds", 2.5),
     ],
 )
 def test_each_variable_is_parsed_to_its_type(
@@ -166,6 +167,11 @@ def test_an_unparsable_value_names_the_variable_and_the_value(
             "letters, digits, '-', '_', '.', '/'), got 'rxdb/ws/'",
             id="rxdb-ws-path-without-leading-slash",
         ),
+        pytest.param(
+            {"SYNCD_FORWARD_RECHECK_SECONDS": "-1"},
+            "SYNCD_FORWARD_RECHECK_SECONDS must not be negative (0 disables rechecks), got -1.0",
+            id="negative-recheck",
+        ),
     ],
 )
 def test_from_env_checks_the_settings(environ: dict[str, str], message: str) -> None:
@@ -188,6 +194,7 @@ def test_from_env_checks_the_settings(environ: dict[str, str], message: str) -> 
             {"SYNCD_DB_POOL_MIN": "10", "SYNCD_DB_POOL_MAX": "10"}, id="pool-min-equals-max"
         ),
         pytest.param({"SYNCD_WORKERS": "1"}, id="one-worker"),
+        pytest.param({"SYNCD_FORWARD_RECHECK_SECONDS": "0"}, id="rechecks-off"),
     ],
 )
 def test_from_env_accepts_the_boundaries(environ: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
-from syncd.web.cors import CORSMiddleware
+from syncd.web.cors import AllowedOrigins, CORSMiddleware
 
 SHARED_HEADERS = [(b"content-type", b"application/json")]
 
@@ -90,3 +90,11 @@ async def test_an_options_request_that_is_not_a_preflight_reaches_the_app() -> N
     sent = await call(["https://app.example"], "OPTIONS", origin="https://app.example")
     assert sent[1]["body"] == b"{}"
     assert headers_of(sent)["access-control-allow-origin"] == "https://app.example"
+
+
+def test_allowed_origins_are_the_listed_ones_or_any_with_a_star() -> None:
+    listed = AllowedOrigins(["https://app.example", "http://localhost:3000"])
+    assert listed.allows("https://app.example") and listed.allows("http://localhost:3000")
+    assert not listed.allows("https://evil.example") and not listed.allows("null")
+    assert AllowedOrigins(["*"]).allows("https://evil.example")
+    assert not AllowedOrigins([]).allows("https://app.example")
