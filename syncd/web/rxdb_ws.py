@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Hashable
@@ -40,11 +41,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from syncd.auth.identity import Identity
 from syncd.config import Settings
-from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
+from syncd.exceptions import BadRequest, PayloadTooLarge, SyncdError, Unauthorized, Unavailable
 from syncd.hub import END, RESYNC, Frame, Subscriber
 from syncd.service import SyncService
+from syncd.web import preauth
 from syncd.web.credentials import identify, selected_subprotocol
-from syncd.web.draining import on_late_frames, on_shutdown
+from syncd.web.draining import lift_message_limit, on_late_frames, on_shutdown
 from syncd.web.responses import error_response
 from syncd.web.streaming import CLOSE_RESTART, close_for
 from syncd.wire import json_array, page_body
@@ -58,7 +60,8 @@ AUTH: Final = "auth"
 
 # Requests that arrive before the socket is authenticated wait for the ``auth`` message (after a
 # reconnect the client flushes its queued requests first, then ``auth``, in the same burst), at
-# most this long and this many; then the socket is closed with 4401.
+# most this long and this many, and at most ``preauth.SOCKET_BYTES`` of them (and of the node's
+# ``preauth.NODE_BYTES``); then the socket is closed with 4401 (time, count) or 4413 / 1013 (size).
 AUTH_WAIT_SECONDS = 3.0
 AUTH_WAIT_FRAMES = 1000
 # Received frames not yet handled; beyond this the socket is not read (TCP backpressure).
@@ -137,16 +140,20 @@ def _reject(error: SyncdError) -> _Stop:
 class RxdbSocket:
     """One client socket: frames are handled one at a time, in the order they arrived."""
 
-    def __init__(self, websocket: WebSocket, late_answers: LateAnswers) -> None:
+    def __init__(self, websocket: WebSocket, late_answers: LateAnswers,
+                 budget: preauth.PreAuthBudget) -> None:
         self.websocket = websocket
         self.late_answers = late_answers
+        self._budget = budget
+        self._held = 0  # bytes of frames received before authentication, counted in _budget
         self.service: SyncService = websocket.app.state.service
         self.settings: Settings = websocket.app.state.settings
         self.identity: Identity | None = None
         self._auth_error: SyncdError = Unauthorized("not authenticated")
         self._auth_deadline = 0.0
-        self._waiting: deque[Request] = deque()  # received before the socket authenticated
-        self._waiting_size = 0
+        # Received before the socket authenticated: kept as received (a parsed request can
+        # take many times its frame's size), parsed again when handled.
+        self._waiting: deque[str | bytes] = deque()
         self._inbox: deque[str | bytes] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -156,12 +163,15 @@ class RxdbSocket:
         self._resyncs: dict[str, asyncio.Task[None]] = {}
 
     async def run(self) -> None:
+        # The upgrade's credentials are checked before it is accepted, so that the frames an
+        # authenticated client sends first are never held to the pre-authentication bounds.
+        await self._authenticate_connection()
         await self.websocket.accept(subprotocol=selected_subprotocol(self.websocket))
+        self._auth_deadline = time.time() + AUTH_WAIT_SECONDS
         on_shutdown(self.websocket, lambda: self._stop_for(_DRAIN))
         on_late_frames(self.websocket, self._late_frame)
         reader = asyncio.create_task(self._read())
         try:
-            await self._authenticate_connection()
             if self.identity is not None:
                 await self._send_late_answers()
             while (frame := await self._next()) is not None:
@@ -179,6 +189,7 @@ class RxdbSocket:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self._end_streams()
+            self._release_held()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -196,6 +207,8 @@ class RxdbSocket:
                 if self._closed:
                     self._late_frame(frame)
                     continue
+                if self.identity is None and not self._hold(frame):
+                    continue  # not kept: the socket closes for it
                 self._inbox.append(frame)
                 self._ready.set()
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -231,9 +244,8 @@ class RxdbSocket:
     async def _authenticate_connection(self) -> None:
         """Credentials of the upgrade request (query ``access_token``, ``Authorization``, a
         ``bearer.`` subprotocol); without valid ones, requests wait for the ``auth`` message."""
-        self._auth_deadline = time.time() + AUTH_WAIT_SECONDS
         try:
-            self.identity = await identify(self.websocket)
+            self._authenticated(await identify(self.websocket))
         except SyncdError as exc:
             self._auth_error = exc
         except Exception as exc:
@@ -245,15 +257,46 @@ class RxdbSocket:
         if token is None and self.identity is not None:
             return  # nothing new to check
         try:
-            self.identity = await identify(self.websocket, token)
+            identity = await identify(self.websocket, token)
         except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
             self._stop_for(_reject(_as_syncd_error(exc)))
             return
+        self._authenticated(identity)
         await self._send_late_answers()
         while self._waiting and self._serving:
-            request = self._waiting.popleft()
-            self._waiting_size -= request.size
-            await self._dispatch(request)
+            waiting = _parse(self._waiting.popleft())
+            if waiting is not None:
+                await self._dispatch(waiting)
+
+    def _authenticated(self, identity: Identity) -> None:
+        """From now on the socket is not held to the pre-authentication bounds."""
+        self.identity = identity
+        self._release_held()
+        lift_message_limit(self.websocket)
+
+    def _hold(self, frame: str | bytes) -> bool:
+        """Count a frame received before authentication against the socket's and the node's
+        bounds; False, and the socket is to close, when it does not fit."""
+        size = sys.getsizeof(frame)  # what holding it costs (a str may take 4 bytes a char)
+        if self._held + size > preauth.SOCKET_BYTES:
+            self._stop_for(_reject(PayloadTooLarge(
+                f"more than {preauth.SOCKET_BYTES} bytes arrived before the socket was "
+                "authenticated; send the auth message first, or authenticate in the URL "
+                "(?access_token=)", code="unauthenticated_too_large")))
+            return False
+        if not self._budget.take(size):
+            log.warning("rxdb websocket: unauthenticated sockets hold %s bytes on this worker; "
+                        "closing one more with 1013", self._budget.held)
+            self._stop_for(_reject(Unavailable(
+                "this node holds too many requests of unauthenticated sockets; authenticate "
+                "in the URL (?access_token=) or retry shortly", code="unauthenticated_busy")))
+            return False
+        self._held += size
+        return True
+
+    def _release_held(self) -> None:
+        self._budget.give(self._held)
+        self._held = 0
 
     def _deadline(self) -> float | None:
         if self.identity is None:
@@ -279,10 +322,8 @@ class RxdbSocket:
         if request.method == AUTH and request.problem is None:
             await self._authenticate(request)
         elif self.identity is None:
-            self._waiting.append(request)
-            self._waiting_size += request.size
-            if (len(self._waiting) > AUTH_WAIT_FRAMES
-                    or self._waiting_size > self.settings.max_body_bytes):
+            self._waiting.append(frame)  # its size is counted since it was received (_hold)
+            if len(self._waiting) > AUTH_WAIT_FRAMES:
                 self._stop_for(_reject(self._auth_error))
         else:
             await self._dispatch(request)
@@ -480,7 +521,7 @@ class RxdbSocket:
             pass
 
     async def _fail_unanswered(self, error: SyncdError) -> None:
-        unanswered = list(self._waiting) + [r for r in map(_parse, self._inbox) if r is not None]
+        unanswered = [r for r in map(_parse, [*self._waiting, *self._inbox]) if r is not None]
         self._waiting.clear()
         self._inbox.clear()
         self._room.set()
@@ -507,9 +548,10 @@ class RxdbSocket:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     late_answers = LateAnswers()
+    budget = preauth.PreAuthBudget()
 
     async def endpoint(websocket: WebSocket) -> None:
-        await RxdbSocket(websocket, late_answers).run()
+        await RxdbSocket(websocket, late_answers, budget).run()
 
     return [WebSocketRoute(settings.rxdb_ws_path, endpoint)]
 
