@@ -113,6 +113,17 @@ def _identity_key(identity: Identity) -> Hashable:
     return (identity.subject, identity.service, identity.acting_partition)
 
 
+# Claims that change when a token is refreshed but decide nothing about what it may read.
+_TIME_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "auth_time"})
+
+
+def _scope_of(identity: Identity) -> tuple[Any, ...]:
+    """What decides which partitions and collections an identity may read: two identities with
+    the same scope (a refreshed token of the same user) may share streams."""
+    claims = {k: v for k, v in identity.claims.items() if k not in _TIME_CLAIMS}
+    return (identity.subject, identity.service, identity.acting_partition, claims)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     id: Any  # any JSON value but null, echoed back as sent
@@ -261,12 +272,25 @@ class RxdbSocket:
         except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
             self._stop_for(_reject(_as_syncd_error(exc)))
             return
+        previous = self.identity
         self._authenticated(identity)
+        if previous is not None and _scope_of(previous) != _scope_of(identity):
+            await self._rescope_streams()
         await self._send_late_answers()
         while self._waiting and self._serving:
             waiting = _parse(self._waiting.popleft())
             if waiting is not None:
                 await self._dispatch(waiting)
+
+    async def _rescope_streams(self) -> None:
+        """Another identity took over the socket: every stream of the old one ends, with what
+        was queued for it, before anything else is answered, and starts again under the new
+        one, with a RESYNC as a new subscription does (RxDB's client does not subscribe again
+        after ``auth``). A collection the new identity may not read gets no stream."""
+        names = list(self._streams)
+        await self._end_streams()
+        for name in names:
+            await self._subscribe(name)
 
     def _authenticated(self, identity: Identity) -> None:
         """From now on the socket is not held to the pre-authentication bounds."""
@@ -333,7 +357,7 @@ class RxdbSocket:
         if request.problem is not None:
             await self._fail(request, request.problem)
         elif request.method == STREAM:
-            await self._subscribe(request)
+            await self._subscribe(request.collection)
         elif request.method == PULL:
             await self._pull(request, self.identity)
         elif request.method == WRITE:
@@ -399,11 +423,10 @@ class RxdbSocket:
 
     # -- streams ---------------------------------------------------------------------------
 
-    async def _subscribe(self, request: Request) -> None:
+    async def _subscribe(self, name: Any) -> None:
         """Subscribe before the next frame is handled, so the client's RESYNC pull that follows
         and the stream together miss nothing; the stream starts with a RESYNC of its own (see
         ``_relay``). A second subscribe to a collection is ignored."""
-        name = request.collection
         if not isinstance(name, str) or name in self._streams:
             return
         assert self.identity is not None
