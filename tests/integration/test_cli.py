@@ -320,6 +320,8 @@ def _bad_schema(tmp_path: Path, case: str) -> Path:
         del schema["primaryKey"]
     elif case == "attachments":
         schema["attachments"] = {"encrypted": False}
+    elif case == "key maxLength above the limit":
+        schema["properties"]["id"]["maxLength"] = 4096
     return _write_json(tmp_path / "schema.json", schema)
 
 
@@ -331,6 +333,7 @@ def _bad_schema(tmp_path: Path, case: str) -> Path:
         ("not JSON", "is not JSON"),
         ("no primaryKey", "primaryKey"),
         ("attachments", "attachments are not supported"),
+        ("key maxLength above the limit", "syncd stores ids of at most 2048 bytes"),
     ],
 )
 def test_collections_add_refuses_unservable_schema(
@@ -344,6 +347,21 @@ def test_collections_add_refuses_unservable_schema(
     if case in ("missing file", "not JSON"):
         assert str(schema) in stderr
     assert _collections(migrated_url) == []
+
+
+@pytest.mark.postgres
+def test_collections_add_warns_when_the_key_has_no_max_length(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    schema: dict[str, Any] = orjson.loads(TODOS_SCHEMA.read_bytes())
+    del schema["properties"]["id"]["maxLength"]
+    path = _write_json(tmp_path / "unbounded.json", schema)
+    result = _syncd("collections", "add", "todos", "--schema", path,
+                    env=_env(SYNCD_DATABASE_URL=migrated_url))
+    assert "added collection 'todos'" in _ok(result)
+    assert result.stderr.startswith("syncd: warning: the primary key 'id' has no maxLength")
+    assert "2048 bytes" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert _collections(migrated_url) == [("todos", "id", 0)]
 
 
 @pytest.mark.postgres
