@@ -152,6 +152,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     log.info("serving on http://%s:%s with %s worker(s), database %s", host, port, workers,
              redact(url))
+    log.info("authentication: %s", settings.auth_summary())
     uvicorn.run(
         "syncd.web.app:create_app",
         factory=True,
