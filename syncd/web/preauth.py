@@ -11,8 +11,12 @@ read (``draining.UNAUTHENTICATED_MESSAGE_BYTES``).
 
 from __future__ import annotations
 
+import time
+
 SOCKET_BYTES = 256 * 1024
 NODE_BYTES = 16 * 1024 * 1024
+# A flood of refusals is logged once per this many seconds, not once per socket.
+WARN_EVERY_SECONDS = 10.0
 
 
 class PreAuthBudget:
@@ -21,6 +25,8 @@ class PreAuthBudget:
     def __init__(self, limit: int = NODE_BYTES) -> None:
         self.limit = limit
         self.held = 0
+        self._refused = 0
+        self._warned_at = -WARN_EVERY_SECONDS
 
     def take(self, size: int) -> bool:
         """Count ``size`` more bytes; False (and nothing counted) when they do not fit."""
@@ -31,3 +37,13 @@ class PreAuthBudget:
 
     def give(self, size: int) -> None:
         self.held -= size
+
+    def refused(self) -> int | None:
+        """Count a socket closed for the node's bound; the sockets refused since the last
+        warning when it is time to log one, else None."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at < WARN_EVERY_SECONDS:
+            return None
+        count, self._refused, self._warned_at = self._refused, 0, now
+        return count

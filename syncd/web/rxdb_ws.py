@@ -287,9 +287,15 @@ class RxdbSocket:
         was queued for it, before anything else is answered, and starts again under the new
         one, with a RESYNC as a new subscription does (RxDB's client does not subscribe again
         after ``auth``). A collection the new identity may not read gets no stream."""
-        names = list(self._streams)
-        await self._end_streams()
-        for name in names:
+        streams = list(self._streams.items())
+        self._streams.clear()
+        for _, (_, relay) in streams:
+            relay.cancel()
+        # Once the relays have stopped nothing more of theirs is sent; a relay is cancelled
+        # either before it writes a frame or after the whole frame went out.
+        await asyncio.gather(*(relay for _, (_, relay) in streams), return_exceptions=True)
+        for name, (subscriber, _) in streams:
+            self.service.unsubscribe(subscriber)  # with the frames still queued for it
             await self._subscribe(name)
 
     def _authenticated(self, identity: Identity) -> None:
@@ -309,8 +315,11 @@ class RxdbSocket:
                 "(?access_token=)", code="unauthenticated_too_large")))
             return False
         if not self._budget.take(size):
-            log.warning("rxdb websocket: unauthenticated sockets hold %s bytes on this worker; "
-                        "closing one more with 1013", self._budget.held)
+            refused = self._budget.refused() if self._stop is None else None
+            if refused is not None:
+                log.warning("rxdb websocket: unauthenticated sockets hold %s bytes on this "
+                            "worker, its limit; closed %s more with 1013", self._budget.held,
+                            refused)
             self._stop_for(_reject(Unavailable(
                 "this node holds too many requests of unauthenticated sockets; authenticate "
                 "in the URL (?access_token=) or retry shortly", code="unauthenticated_busy")))
