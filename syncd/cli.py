@@ -19,7 +19,7 @@ from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
 from syncd.db.urls import redact
-from syncd.schema import SchemaError, check_servable
+from syncd.schema import SchemaError, check_servable, key_length_warning
 
 log = logging.getLogger("syncd")
 
@@ -152,6 +152,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     log.info("serving on http://%s:%s with %s worker(s), database %s", host, port, workers,
              redact(url))
+    log.info("authentication: %s", settings.auth_summary())
     uvicorn.run(
         "syncd.web.app:create_app",
         factory=True,
@@ -227,6 +228,9 @@ def _collections_add(settings: Settings, args: argparse.Namespace) -> int:
         print(f"syncd: {args.schema} is not JSON: {exc}", file=sys.stderr)
         return 2
     check_servable(schema)
+    warning = key_length_warning(schema)
+    if warning is not None:
+        print(f"syncd: warning: {warning}", file=sys.stderr)
     access = None
     if args.access is not None:
         try:

@@ -5,11 +5,13 @@ Every setting is documented in README.md ("Settings"); keep the two in step.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 MIB = 1024 * 1024
 _PREFIX = re.compile(r"(/[A-Za-z0-9._-]+)+")
@@ -20,6 +22,15 @@ JWT_ALGORITHMS = (
     "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     "ES256", "ES384", "ES512", "EdDSA",
 )
+
+# SYNCD_* variables that are not settings: the test suite, the JS client's tests and the load
+# scripts use them for themselves, and syncd processes they start inherit them.
+NOT_SETTINGS = frozenset({
+    "SYNCD_TEST_DATABASE_URL",  # tests/support.py: the PostgreSQL the tests create databases on
+    "SYNCD_URL",  # tests/e2e: where the node scenarios find the syncd under test
+    "SYNCD_PYTHON",  # clients/js tests: the Python that runs syncd
+    "SYNCD_PID",  # loadtests/locust_profiles.sh: the server it stops
+})
 
 
 class ConfigError(ValueError):
@@ -142,6 +153,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        _refuse_unknown(env)
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get("SYNCD_" + f.name.upper())
@@ -210,10 +222,67 @@ class Settings:
                     f"https://app.example.com or http://localhost:3000 (no path), got {origin!r}"
                 )
 
+    def auth_summary(self) -> str:
+        """The authentication in force, for one log line at start; never a secret."""
+        mode = self.auth_mode
+        if mode == "none":
+            text = "none (anyone may read and write everything)"
+        elif mode == "jwt":
+            keys = []
+            if any(a.startswith("HS") for a in self.jwt_algorithm_list):
+                keys.append("the shared secret SYNCD_JWT_SECRET")
+            if self.jwt_jwks_url:
+                keys.append(f"JWKS {_without_credentials(self.jwt_jwks_url)}")
+            if self.jwt_jwks_file:
+                keys.append(f"JWKS file {self.jwt_jwks_file}")
+            text = (f"jwt, algorithms {', '.join(self.jwt_algorithm_list)}, "
+                    f"issuer {self.jwt_issuer or '(any)'}, "
+                    f"audience {self.jwt_audience or '(any)'}, keys from {' and '.join(keys)}")
+        elif mode == "forward":
+            text = f"forward to {_without_credentials(self.forward_url)}"
+        else:
+            text = "api-key"
+        keys_count = len([k for k in self.api_keys.split(",") if k.strip()])
+        if keys_count:
+            text += f"; {keys_count} service key(s)"
+        return text
+
     @property
     def cors_origin_list(self) -> tuple[str, ...]:
         """The allowed browser origins (``*``: any), as parsed from ``cors_origins``."""
         return tuple(item.strip() for item in self.cors_origins.split(",") if item.strip())
+
+
+def _refuse_unknown(env: Mapping[str, str]) -> None:
+    """A misspelled setting must not be ignored: ``SYNCD_AUTHMODE=jwt`` would serve with no
+    authentication at all."""
+    known = ["SYNCD_" + f.name.upper() for f in fields(Settings)]
+    unknown = sorted(name for name in env
+                     if name.startswith("SYNCD_") and name not in known
+                     and name not in NOT_SETTINGS)
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        # Compared without the prefix, which every name shares and would make anything close.
+        close = difflib.get_close_matches(name[6:], [k[6:] for k in known], n=1, cutoff=0.6)
+        described.append(f"{name} (did you mean SYNCD_{close[0]}?)" if close else name)
+    raise ConfigError(
+        f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(described)}; "
+        "every SYNCD_* variable must be one of the settings listed in README.md (\"Settings\")"
+    )
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without user, password, query and fragment (where tokens hide), for logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unreadable URL)"
+    netloc = f"[{host}]{port}" if ":" in host else f"{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _parse(name: str, type_name: str, raw: str) -> object:

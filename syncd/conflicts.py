@@ -15,6 +15,7 @@ from typing import Any, overload
 import orjson
 
 from syncd.exceptions import BadRequest, Unprocessable
+from syncd.keys import MAX_ID_BYTES, bytes_over
 from syncd.schema import DELETED, RESERVED_FIELDS, describe_problems, nul_path
 
 Document = dict[str, Any]
@@ -69,6 +70,14 @@ def parse_push_rows(
             problems.append(
                 (f"row {index}", [f"{primary_key}: the primary key is missing or not a string"])
             )
+            continue
+        too_long = bytes_over(doc_id, MAX_ID_BYTES)
+        if too_long is not None:
+            # Named by its row: an id this long is no use in a message.
+            problems.append((f"row {index}", [
+                f"{primary_key}: the primary key {_short(doc_id)} has {too_long} bytes of UTF-8; "
+                f"syncd stores ids of at most {MAX_ID_BYTES} bytes. Use shorter ids, and give the "
+                f"key a \"maxLength\" in the schema"]))
             continue
         # Checked as sent (a schema may limit the number of properties); stored and compared
         # with the _deleted flag.
@@ -158,6 +167,10 @@ def _document_problems(
         if name in doc:
             found.append(f"{name}: is RxDB-internal and must not be sent to the server")
     return found or validate(doc)
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _json_type(value: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import fastjsonschema
 
 from syncd.exceptions import Unprocessable
+from syncd.keys import MAX_ID_BYTES
 
 # Keys RxDB adds to its schemas that are not JSON Schema, at the top level ...
 _RXDB_TOP_LEVEL_KEYS = frozenset(
@@ -116,9 +117,38 @@ def check_servable(schema: dict[str, Any]) -> None:
             "schemas with attachments are not supported: RxDB's JSON transports cannot carry "
             "attachment data (a Blob serialises to {})"
         )
-    primary_key_of(schema)
+    key = primary_key_of(schema)
+    max_length = schema["properties"][key.field].get("maxLength")
+    if isinstance(max_length, int) and not isinstance(max_length, bool) and (
+        max_length > MAX_ID_BYTES
+    ):
+        raise SchemaError(
+            f"the primary key {key.field!r} has maxLength {max_length}, but syncd stores ids of "
+            f"at most {MAX_ID_BYTES} bytes of UTF-8; lower maxLength to {MAX_ID_BYTES} or less"
+        )
     schema_version_of(schema)
     compile_validator(schema)
+
+
+def key_length_warning(schema: dict[str, Any]) -> str | None:
+    """Why some ids the schema admits may be refused for their length (422), if they may: the
+    key has no maxLength, or one that admits more than ``MAX_ID_BYTES`` of UTF-8 (4 bytes per
+    character at most). Call it after ``check_servable``."""
+    key = primary_key_of(schema)
+    max_length = schema["properties"][key.field].get("maxLength")
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        return (
+            f"the primary key {key.field!r} has no maxLength; ids longer than {MAX_ID_BYTES} "
+            "bytes of UTF-8 will be refused with 422. RxDB itself requires one: set "
+            "\"maxLength\" (e.g. 100) on it"
+        )
+    if max_length * 4 > MAX_ID_BYTES:
+        return (
+            f"the primary key {key.field!r} has maxLength {max_length}: ids of non-ASCII "
+            f"characters near that length can exceed {MAX_ID_BYTES} bytes of UTF-8 and will be "
+            f"refused with 422; a maxLength of {MAX_ID_BYTES // 4} or less always fits"
+        )
+    return None
 
 
 Validator = Callable[[dict[str, Any]], list[str]]

@@ -21,6 +21,7 @@ from typing import Any
 
 from syncd.auth.identity import Identity
 from syncd.exceptions import BadRequest, Forbidden
+from syncd.keys import MAX_PARTITION_BYTES, bytes_over
 
 PARTITION_HEADER = "X-Syncd-Partition"
 
@@ -69,6 +70,12 @@ class AccessRule:
                     f"must name the partition it acts for in the {PARTITION_HEADER} header",
                     code="partition_required",
                 )
+            too_long = bytes_over(identity.acting_partition, MAX_PARTITION_BYTES)
+            if too_long is not None:
+                raise BadRequest(
+                    f"the {PARTITION_HEADER} header has {too_long} bytes of UTF-8; a partition "
+                    f"may have at most {MAX_PARTITION_BYTES}", code="partition_too_long",
+                )
             return identity.acting_partition
         requirement = self.write if write else self.read
         for claim, allowed in requirement.items():
@@ -87,7 +94,17 @@ class AccessRule:
                 "which the credentials do not carry",
                 code="forbidden",
             )
-        return str(value)
+        partition = str(value)
+        too_long = bytes_over(partition, MAX_PARTITION_BYTES)
+        if too_long is not None:
+            # The rows' key could not hold it (syncd/keys.py): refused, rather than a 500.
+            raise Forbidden(
+                f"this collection is partitioned by the claim {self.partition_claim!r}, whose "
+                f"value has {too_long} bytes of UTF-8; a partition may have at most "
+                f"{MAX_PARTITION_BYTES}. Partition by a shorter claim (e.g. a user id)",
+                code="partition_too_long",
+            )
+        return partition
 
     def check_owner(self, partition: str, documents: Iterable[Mapping[str, Any]]) -> None:
         """Every pushed document must name its own partition in ``owner_field``."""

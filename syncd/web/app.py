@@ -16,7 +16,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 
 from syncd import __version__
@@ -96,8 +96,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await store.ping()
         return json_response({"status": "ready"})
 
-    handlers = dict.fromkeys((SyncdError, HTTPException, Exception, *DATABASE_UNAVAILABLE),
-                             handle_exception)
+    # ClientDisconnect has a handler of its own: a handler of Exception runs in Starlette's
+    # outermost middleware, which re-raises to the server (a second traceback in the log).
+    handlers = dict.fromkeys(
+        (SyncdError, HTTPException, ClientDisconnect, Exception, *DATABASE_UNAVAILABLE),
+        handle_exception)
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),

@@ -18,9 +18,15 @@ The subclasses also offer raw writes for live streams (``RawSocket`` for websock
 once and written to each connection's transport directly, instead of through one ASGI send (and
 one task wake-up) per connection. Applications fall back to the ASGI send without them.
 
+Before the application vouches for a connection's credentials, a websocket message may hold at
+most ``UNAUTHENTICATED_MESSAGE_BYTES``: a frame header announcing more closes the connection with
+1009 before any of its payload is buffered, so an anonymous client cannot make the node hold a
+message of ``SYNCD_MAX_BODY_BYTES``. The application lifts the bound once it has authenticated
+the connection (``lift_message_limit``); then uvicorn's ``ws_max_size`` applies.
+
 Under another server (or a plain ``uvicorn syncd.web.app:create_app``) there is no drain:
 ``on_shutdown`` and ``on_late_frames`` return False and sockets close the way that server closes
-them.
+them; ``lift_message_limit`` returns False, and only that server's own message limit applies.
 """
 
 from __future__ import annotations
@@ -86,6 +92,41 @@ def on_late_frames(websocket: WebSocket, callback: Callable[[bytes], None]) -> b
         return False
     drain.late_frames = callback
     return True
+
+
+LIMIT_EXTENSION = "syncd.message_limit"
+# What one message may hold until the application has authenticated the connection: RxDB's
+# client sends a few requests of a few KB before its ``auth`` message.
+UNAUTHENTICATED_MESSAGE_BYTES = 256 * 1024
+
+
+class MessageLimit:
+    """Lifts one connection's message bound from the pre-authentication one to uvicorn's."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def lift(self) -> None:
+        # websockets reads the bound again for every frame header it parses.
+        self._protocol.conn.max_message_size = self._protocol.config.ws_max_size
+
+
+def lift_message_limit(websocket: WebSocket) -> bool:
+    """Allow messages up to the server's ``ws_max_size`` from now on (call it once the
+    connection is authenticated); False when the server applies no pre-authentication bound."""
+    extension = (websocket.scope.get("extensions") or {}).get(LIMIT_EXTENSION)
+    limit = extension.get("limit") if isinstance(extension, dict) else None
+    if not isinstance(limit, MessageLimit):
+        return False
+    limit.lift()
+    return True
+
+
+def unauthenticated_message_bytes(ws_max_size: int | None) -> int:
+    return UNAUTHENTICATED_MESSAGE_BYTES if ws_max_size is None else min(
+        ws_max_size, UNAUTHENTICATED_MESSAGE_BYTES)
 
 
 RAW_EXTENSION = "syncd.raw"
@@ -219,9 +260,14 @@ except ImportError:  # pragma: no cover - uvicorn < 0.35: no drain, uvicorn's ow
 else:
 
     class DrainingWebSocketProtocol(WebSocketsSansIOProtocol):
-        """uvicorn's websocket protocol, with a ``Drain`` offered to the application."""
+        """uvicorn's websocket protocol, with a ``Drain`` offered to the application, and
+        messages bounded by ``UNAUTHENTICATED_MESSAGE_BYTES`` until it lifts the bound."""
 
         _drain: Drain | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.conn.max_message_size = unauthenticated_message_bytes(self.config.ws_max_size)
 
         def handle_connect(self, event: Any) -> None:
             super().handle_connect(event)
@@ -230,6 +276,7 @@ else:
                 self._drain = Drain()
                 extensions = scope.setdefault("extensions", {})
                 extensions[EXTENSION] = {"drain": self._drain}
+                extensions[LIMIT_EXTENSION] = {"limit": MessageLimit(self)}
                 if not self.conn.extensions:  # frames are sent as is: no permessage-deflate
                     extensions[RAW_EXTENSION] = {"socket": RawSocket(self)}
 

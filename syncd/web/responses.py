@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from syncd.exceptions import SyncdError
@@ -30,6 +30,8 @@ DATABASE_UNAVAILABLE = (
 )
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+# What nginx logs for a client that closed the connection before the answer (never sent).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class JSONBytes(Response):
@@ -60,6 +62,15 @@ def error_response(exc: Exception) -> JSONBytes:
         # Keep the exception's headers: a 405 must say which methods are allowed (``Allow``).
         return json_response(
             error_body(exc.status_code, code, str(exc.detail)), exc.status_code, exc.headers
+        )
+    if isinstance(exc, ClientDisconnect):
+        # The client went away while sending its body (a closed tab, a lost network): nothing
+        # was done and there is nobody to answer; not a failure of syncd.
+        log.debug("the client disconnected before its request body was read")
+        return json_response(
+            error_body(CLIENT_CLOSED_REQUEST, "client_disconnected",
+                       "the client closed the connection before its request was read"),
+            CLIENT_CLOSED_REQUEST,
         )
     if isinstance(exc, DATABASE_UNAVAILABLE):
         log.warning("database unavailable: %s", exc)

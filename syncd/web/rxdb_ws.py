@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Hashable
@@ -41,11 +42,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from syncd.auth.identity import Identity, identity_key
 from syncd.auth.recheck import watch
 from syncd.config import Settings
-from syncd.exceptions import BadRequest, SyncdError, Unauthorized, Unavailable
+from syncd.exceptions import BadRequest, PayloadTooLarge, SyncdError, Unauthorized, Unavailable
 from syncd.hub import END, RESYNC, Frame, Subscriber
 from syncd.service import SyncService
+from syncd.web import preauth
 from syncd.web.credentials import identify, selected_subprotocol
-from syncd.web.draining import on_late_frames, on_shutdown
+from syncd.web.draining import lift_message_limit, on_late_frames, on_shutdown
 from syncd.web.responses import error_response
 from syncd.web.streaming import CLOSE_RESTART, close_for
 from syncd.wire import json_array, page_body
@@ -59,7 +61,8 @@ AUTH: Final = "auth"
 
 # Requests that arrive before the socket is authenticated wait for the ``auth`` message (after a
 # reconnect the client flushes its queued requests first, then ``auth``, in the same burst), at
-# most this long and this many; then the socket is closed with 4401.
+# most this long and this many, and at most ``preauth.SOCKET_BYTES`` of them (and of the node's
+# ``preauth.NODE_BYTES``); then the socket is closed with 4401 (time, count) or 4413 / 1013 (size).
 AUTH_WAIT_SECONDS = 3.0
 AUTH_WAIT_FRAMES = 1000
 # Received frames not yet handled; beyond this the socket is not read (TCP backpressure).
@@ -107,6 +110,17 @@ class LateAnswers:
         return [answer for _, owner, answer in self._answers if owner == key]
 
 
+# Claims that change when a token is refreshed but decide nothing about what it may read.
+_TIME_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "auth_time"})
+
+
+def _scope_of(identity: Identity) -> tuple[Any, ...]:
+    """What decides which partitions and collections an identity may read: two identities with
+    the same scope (a refreshed token of the same user) may share streams."""
+    claims = {k: v for k, v in identity.claims.items() if k not in _TIME_CLAIMS}
+    return (identity.subject, identity.service, identity.acting_partition, claims)
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     id: Any  # any JSON value but null, echoed back as sent
@@ -134,16 +148,20 @@ def _reject(error: SyncdError) -> _Stop:
 class RxdbSocket:
     """One client socket: frames are handled one at a time, in the order they arrived."""
 
-    def __init__(self, websocket: WebSocket, late_answers: LateAnswers) -> None:
+    def __init__(self, websocket: WebSocket, late_answers: LateAnswers,
+                 budget: preauth.PreAuthBudget) -> None:
         self.websocket = websocket
         self.late_answers = late_answers
+        self._budget = budget
+        self._held = 0  # bytes of frames received before authentication, counted in _budget
         self.service: SyncService = websocket.app.state.service
         self.settings: Settings = websocket.app.state.settings
         self.identity: Identity | None = None
         self._auth_error: SyncdError = Unauthorized("not authenticated")
         self._auth_deadline = 0.0
-        self._waiting: deque[Request] = deque()  # received before the socket authenticated
-        self._waiting_size = 0
+        # Received before the socket authenticated: kept as received (a parsed request can
+        # take many times its frame's size), parsed again when handled.
+        self._waiting: deque[str | bytes] = deque()
         self._inbox: deque[str | bytes] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -155,12 +173,15 @@ class RxdbSocket:
         self._recheck: tuple[Identity | None, asyncio.Task[None] | None] = (None, None)
 
     async def run(self) -> None:
+        # The upgrade's credentials are checked before it is accepted, so that the frames an
+        # authenticated client sends first are never held to the pre-authentication bounds.
+        await self._authenticate_connection()
         await self.websocket.accept(subprotocol=selected_subprotocol(self.websocket))
+        self._auth_deadline = time.time() + AUTH_WAIT_SECONDS
         on_shutdown(self.websocket, lambda: self._stop_for(_DRAIN))
         on_late_frames(self.websocket, self._late_frame)
         reader = asyncio.create_task(self._read())
         try:
-            await self._authenticate_connection()
             if self.identity is not None:
                 await self._send_late_answers()
             while (frame := await self._next()) is not None:
@@ -178,6 +199,7 @@ class RxdbSocket:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             await self._end_streams()
+            self._release_held()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -195,6 +217,8 @@ class RxdbSocket:
                 if self._closed:
                     self._late_frame(frame)
                     continue
+                if self.identity is None and not self._hold(frame):
+                    continue  # not kept: the socket closes for it
                 self._inbox.append(frame)
                 self._ready.set()
         except (WebSocketDisconnect, RuntimeError, OSError):
@@ -231,9 +255,8 @@ class RxdbSocket:
     async def _authenticate_connection(self) -> None:
         """Credentials of the upgrade request (query ``access_token``, ``Authorization``, a
         ``bearer.`` subprotocol); without valid ones, requests wait for the ``auth`` message."""
-        self._auth_deadline = time.time() + AUTH_WAIT_SECONDS
         try:
-            self.identity = await identify(self.websocket)
+            self._authenticated(await identify(self.websocket))
         except SyncdError as exc:
             self._auth_error = exc
         except Exception as exc:
@@ -245,15 +268,68 @@ class RxdbSocket:
         if token is None and self.identity is not None:
             return  # nothing new to check
         try:
-            self.identity = await identify(self.websocket, token)
+            identity = await identify(self.websocket, token)
         except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
             self._stop_for(_reject(_as_syncd_error(exc)))
             return
+        previous = self.identity
+        self._authenticated(identity)
+        if previous is not None and _scope_of(previous) != _scope_of(identity):
+            await self._rescope_streams()
         await self._send_late_answers()
         while self._waiting and self._serving:
-            request = self._waiting.popleft()
-            self._waiting_size -= request.size
-            await self._dispatch(request)
+            waiting = _parse(self._waiting.popleft())
+            if waiting is not None:
+                await self._dispatch(waiting)
+
+    async def _rescope_streams(self) -> None:
+        """Another identity took over the socket: every stream of the old one ends, with what
+        was queued for it, before anything else is answered, and starts again under the new
+        one, with a RESYNC as a new subscription does (RxDB's client does not subscribe again
+        after ``auth``). A collection the new identity may not read gets no stream."""
+        streams = list(self._streams.items())
+        self._streams.clear()
+        for _, (_, relay) in streams:
+            relay.cancel()
+        # Once the relays have stopped nothing more of theirs is sent; a relay is cancelled
+        # either before it writes a frame or after the whole frame went out.
+        await asyncio.gather(*(relay for _, (_, relay) in streams), return_exceptions=True)
+        for name, (subscriber, _) in streams:
+            self.service.unsubscribe(subscriber)  # with the frames still queued for it
+            await self._subscribe(name)
+
+    def _authenticated(self, identity: Identity) -> None:
+        """From now on the socket is not held to the pre-authentication bounds."""
+        self.identity = identity
+        self._release_held()
+        lift_message_limit(self.websocket)
+
+    def _hold(self, frame: str | bytes) -> bool:
+        """Count a frame received before authentication against the socket's and the node's
+        bounds; False, and the socket is to close, when it does not fit."""
+        size = sys.getsizeof(frame)  # what holding it costs (a str may take 4 bytes a char)
+        if self._held + size > preauth.SOCKET_BYTES:
+            self._stop_for(_reject(PayloadTooLarge(
+                f"more than {preauth.SOCKET_BYTES} bytes arrived before the socket was "
+                "authenticated; send the auth message first, or authenticate in the URL "
+                "(?access_token=)", code="unauthenticated_too_large")))
+            return False
+        if not self._budget.take(size):
+            refused = self._budget.refused() if self._stop is None else None
+            if refused is not None:
+                log.warning("rxdb websocket: unauthenticated sockets hold %s bytes on this "
+                            "worker, its limit; closed %s more with 1013", self._budget.held,
+                            refused)
+            self._stop_for(_reject(Unavailable(
+                "this node holds too many requests of unauthenticated sockets; authenticate "
+                "in the URL (?access_token=) or retry shortly", code="unauthenticated_busy")))
+            return False
+        self._held += size
+        return True
+
+    def _release_held(self) -> None:
+        self._budget.give(self._held)
+        self._held = 0
 
     def _deadline(self) -> float | None:
         if self.identity is None:
@@ -297,10 +373,8 @@ class RxdbSocket:
         if request.method == AUTH and request.problem is None:
             await self._authenticate(request)
         elif self.identity is None:
-            self._waiting.append(request)
-            self._waiting_size += request.size
-            if (len(self._waiting) > AUTH_WAIT_FRAMES
-                    or self._waiting_size > self.settings.max_body_bytes):
+            self._waiting.append(frame)  # its size is counted since it was received (_hold)
+            if len(self._waiting) > AUTH_WAIT_FRAMES:
                 self._stop_for(_reject(self._auth_error))
         else:
             await self._dispatch(request)
@@ -310,7 +384,7 @@ class RxdbSocket:
         if request.problem is not None:
             await self._fail(request, request.problem)
         elif request.method == STREAM:
-            await self._subscribe(request)
+            await self._subscribe(request.collection)
         elif request.method == PULL:
             await self._pull(request, self.identity)
         elif request.method == WRITE:
@@ -376,11 +450,10 @@ class RxdbSocket:
 
     # -- streams ---------------------------------------------------------------------------
 
-    async def _subscribe(self, request: Request) -> None:
+    async def _subscribe(self, name: Any) -> None:
         """Subscribe before the next frame is handled, so the client's RESYNC pull that follows
         and the stream together miss nothing; the stream starts with a RESYNC of its own (see
         ``_relay``). A second subscribe to a collection is ignored."""
-        name = request.collection
         if not isinstance(name, str) or name in self._streams:
             return
         assert self.identity is not None
@@ -500,7 +573,7 @@ class RxdbSocket:
             pass
 
     async def _fail_unanswered(self, error: SyncdError) -> None:
-        unanswered = list(self._waiting) + [r for r in map(_parse, self._inbox) if r is not None]
+        unanswered = [r for r in map(_parse, [*self._waiting, *self._inbox]) if r is not None]
         self._waiting.clear()
         self._inbox.clear()
         self._room.set()
@@ -527,9 +600,10 @@ class RxdbSocket:
 
 def routes(settings: Settings) -> list[BaseRoute]:
     late_answers = LateAnswers()
+    budget = preauth.PreAuthBudget()
 
     async def endpoint(websocket: WebSocket) -> None:
-        await RxdbSocket(websocket, late_answers).run()
+        await RxdbSocket(websocket, late_answers, budget).run()
 
     return [WebSocketRoute(settings.rxdb_ws_path, endpoint)]
 

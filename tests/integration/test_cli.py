@@ -228,6 +228,42 @@ def test_help(command: list[str], tmp_path: Path) -> None:
     assert not data_dir.exists()
 
 
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_misspelled_setting_in_one_line(tmp_path: Path) -> None:
+    """SYNCD_AUTHMODE=jwt once served with no authentication at all."""
+    data_dir = tmp_path / "never-created"
+    # A database that is never there: were the variable ignored, serve would fail on it
+    # rather than start anything (an embedded PostgreSQL) that could outlive the test.
+    env = _env(SYNCD_AUTHMODE="jwt", SYNCD_DATA_DIR=str(data_dir),
+               SYNCD_DATABASE_URL=f"postgresql://127.0.0.1:{free_port()}/none")
+    result = _syncd("serve", "--host", "127.0.0.1", "--port", str(free_port()), env=env,
+                    timeout=REFUSAL_TIMEOUT)
+    stderr = _refused(result)
+    assert stderr.startswith("syncd: unknown setting SYNCD_AUTHMODE (did you mean "
+                             "SYNCD_AUTH_MODE?)"), stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert not data_dir.exists()  # refused before anything started
+
+
+@pytest.mark.postgres
+def test_serve_logs_the_authentication_in_force_without_secrets(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url, SYNCD_AUTH_MODE="jwt",
+               SYNCD_JWT_ALGORITHMS="HS256", SYNCD_JWT_SECRET="not-in-the-log-0123456789",
+               SYNCD_JWT_ISSUER="https://id.example", SYNCD_JWT_AUDIENCE="syncd")
+    with serving(env, tmp_path) as served:
+        served.stop()
+    lines = [line for line in served.log().splitlines() if "authentication:" in line]
+    assert len(lines) == 1, served.log()
+    assert lines[0].endswith(
+        "INFO syncd authentication: jwt, algorithms HS256, issuer https://id.example, "
+        "audience syncd, keys from the shared secret SYNCD_JWT_SECRET")
+    assert "not-in-the-log" not in served.log()
+
+
 # --- the embedded default -----------------------------------------------------------------------
 
 
@@ -320,6 +356,8 @@ def _bad_schema(tmp_path: Path, case: str) -> Path:
         del schema["primaryKey"]
     elif case == "attachments":
         schema["attachments"] = {"encrypted": False}
+    elif case == "key maxLength above the limit":
+        schema["properties"]["id"]["maxLength"] = 4096
     return _write_json(tmp_path / "schema.json", schema)
 
 
@@ -331,6 +369,7 @@ def _bad_schema(tmp_path: Path, case: str) -> Path:
         ("not JSON", "is not JSON"),
         ("no primaryKey", "primaryKey"),
         ("attachments", "attachments are not supported"),
+        ("key maxLength above the limit", "syncd stores ids of at most 2048 bytes"),
     ],
 )
 def test_collections_add_refuses_unservable_schema(
@@ -344,6 +383,21 @@ def test_collections_add_refuses_unservable_schema(
     if case in ("missing file", "not JSON"):
         assert str(schema) in stderr
     assert _collections(migrated_url) == []
+
+
+@pytest.mark.postgres
+def test_collections_add_warns_when_the_key_has_no_max_length(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    schema: dict[str, Any] = orjson.loads(TODOS_SCHEMA.read_bytes())
+    del schema["properties"]["id"]["maxLength"]
+    path = _write_json(tmp_path / "unbounded.json", schema)
+    result = _syncd("collections", "add", "todos", "--schema", path,
+                    env=_env(SYNCD_DATABASE_URL=migrated_url))
+    assert "added collection 'todos'" in _ok(result)
+    assert result.stderr.startswith("syncd: warning: the primary key 'id' has no maxLength")
+    assert "2048 bytes" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert _collections(migrated_url) == [("todos", "id", 0)]
 
 
 @pytest.mark.postgres

@@ -72,11 +72,72 @@ def test_an_empty_variable_means_the_default(variable: str) -> None:
     [
         pytest.param({"PORT": "1"}, id="no-prefix"),
         pytest.param({"syncd_port": "1"}, id="lower-case"),
-        pytest.param({"SYNCD_UNKNOWN": "x"}, id="unknown-setting"),
+        pytest.param({"SYNCD_TEST_DATABASE_URL": "postgresql://db/x"}, id="the-tests-database"),
+        pytest.param({"SYNCD_URL": "http://127.0.0.1:1", "SYNCD_PYTHON": "python3",
+                      "SYNCD_PID": "1"}, id="test-and-load-scripts"),
     ],
 )
 def test_other_variables_are_not_settings(environ: dict[str, str]) -> None:
     assert Settings.from_env(environ) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("SYNCD_AUTHMODE", "SYNCD_AUTH_MODE"),
+        ("SYNCD_JWT_ALGORITHM", "SYNCD_JWT_ALGORITHMS"),
+        ("SYNCD_CORS_ORIGIN", "SYNCD_CORS_ORIGINS"),
+        ("SYNCD_DATABASEURL", "SYNCD_DATABASE_URL"),
+        ("SYNCD_TEST_DATABASE", "SYNCD_TEST_DATABASE_URL"),
+        ("SYNCD_ZZZ", None),
+    ],
+)
+def test_an_unknown_syncd_variable_is_refused_naming_the_closest_setting(
+    variable: str, suggestion: str | None
+) -> None:
+    """A misspelled setting must not be ignored: SYNCD_AUTHMODE=jwt served with no auth."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: "jwt", "SYNCD_PORT": "9000"})
+    message = str(caught.value)
+    assert message.startswith(f"unknown setting {variable}")
+    if suggestion is None:
+        assert "did you mean" not in message
+    elif suggestion == "SYNCD_TEST_DATABASE_URL":  # not a setting: never suggested
+        assert "did you mean SYNCD_DATABASE_URL?" in message
+    else:
+        assert f"(did you mean {suggestion}?)" in message
+    assert "\n" not in message
+
+
+def test_every_unknown_variable_is_named_at_once() -> None:
+    with pytest.raises(ConfigError, match=r"unknown settings SYNCD_AUTHMODE \(did you mean "
+                       r"SYNCD_AUTH_MODE\?\), SYNCD_PORTT \(did you mean SYNCD_PORT\?\)"):
+        Settings.from_env({"SYNCD_PORTT": "1", "SYNCD_AUTHMODE": "jwt"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "summary"),
+    [
+        ({}, "none (anyone may read and write everything)"),
+        ({"SYNCD_AUTH_MODE": "jwt", "SYNCD_JWT_ALGORITHMS": "HS256,RS256",
+          "SYNCD_JWT_SECRET": "s3cret", "SYNCD_JWT_ISSUER": "https://id.example",
+          "SYNCD_JWT_JWKS_URL": "https://u:pw@id.example/jwks?key=k"},
+         "jwt, algorithms HS256, RS256, issuer https://id.example, audience (any), keys from "
+         "the shared secret SYNCD_JWT_SECRET and JWKS https://id.example/jwks"),
+        ({"SYNCD_AUTH_MODE": "forward",
+          "SYNCD_FORWARD_URL": "http://svc:token@api.internal:8000/auth/check?k=v#f"},
+         "forward to http://api.internal:8000/auth/check"),
+        ({"SYNCD_AUTH_MODE": "api-key", "SYNCD_API_KEYS": "a:" + "0" * 64 + ",b:" + "1" * 64},
+         "api-key; 2 service key(s)"),
+    ],
+)
+def test_the_auth_summary_names_the_mode_and_no_secret(
+    environ: dict[str, str], summary: str
+) -> None:
+    text = Settings.from_env(environ).auth_summary()
+    assert text == summary
+    for secret in ("s3cret", "pw", "token", "k=v", "0" * 64):
+        assert secret not in text
 
 
 def test_from_env_reads_the_process_environment_by_default(
