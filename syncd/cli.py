@@ -303,7 +303,9 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
     url = database_url(settings)
     migrate.ensure_current_sync(url)
 
-    async def run() -> int:
+    async def run() -> int | None:
+        if args.collection is not None and not await _collection_exists(url, args.collection):
+            return None
         store = await DocumentStore.open(url, min_size=1, max_size=1,
                                          statement_timeout_ms=settings.db_statement_timeout_ms)
         try:
@@ -312,5 +314,20 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
             await store.close()
 
     count = asyncio.run(run())
+    if count is None:
+        # A typo would otherwise purge nothing and look like success.
+        print(f"syncd: --collection {args.collection!r}: no such collection; "
+              "`syncd collections list` shows the registered ones", file=sys.stderr)
+        return 2
     print(f"purged {count} tombstone(s) older than {args.older_than_days:g} day(s)")
     return 0
+
+
+async def _collection_exists(url: str, name: str) -> bool:
+    from syncd.db.registry import CollectionRegistry
+
+    registry = CollectionRegistry.connect(url, pool_size=1)
+    try:
+        return await registry.get(name) is not None
+    finally:
+        await registry.close()
