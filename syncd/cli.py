@@ -178,7 +178,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
         url = settings.database_url
         # Probes get answers meanwhile (/healthz 200, /readyz 503): no restart loop.
-        asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds), host, port))
+        try:
+            asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds),
+                                            host, port))
+        except holding.Stopped:
+            return 0
     else:
         url = database_url(settings)
     migrate.ensure_current_sync(url)

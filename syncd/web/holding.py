@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
@@ -49,19 +50,37 @@ async def app(
     await send({"type": "http.response.body", "body": body})
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT arrived while waiting: stop without serving."""
+
+
 async def serve_while(work: Awaitable[T], host: str, port: int) -> T:
-    """Run ``work`` while answering probes on ``host:port``; closed again when it ends."""
+    """Run ``work`` while answering probes on ``host:port``; closed again when it ends.
+    ``Stopped`` when told to stop first (``work`` is cancelled then)."""
     config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
                             log_config=None)
     server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM/SIGINT while it serves and raises them again when it is done;
+    # noting them here (instead of the caller's handlers raising SystemExit or
+    # KeyboardInterrupt inside the event loop) turns them into a plain return.
+    noted: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, _frame: noted.append(signum))
+                for number in (signal.SIGTERM, signal.SIGINT)}
     # Its start-up and shutdown lines would read as if syncd were serving; keep warnings only.
     quiet = logging.getLogger("uvicorn.error")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
+    working = asyncio.ensure_future(work)
     serving = asyncio.create_task(server.serve())
     try:
-        return await work
+        await asyncio.wait({working, serving}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        working.cancel()
         server.should_exit = True
         await serving
         quiet.setLevel(level)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if noted or working.cancelled():
+        raise Stopped
+    return working.result()
