@@ -172,19 +172,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     # A port in use is reported before the database is started or waited for.
     startup.check_port(host, port)
-    if settings.database_url:
-        from syncd.db.reach import reach
-        from syncd.web import holding
-
-        url = settings.database_url
-        # Probes get answers meanwhile (/healthz 200, /readyz 503): no restart loop.
-        try:
-            asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds),
-                                            host, port))
-        except holding.Stopped:
-            return 0
-    else:
-        url = database_url(settings)
+    url = _database_to_serve(settings, host, port)
+    if url is None:
+        return 0
     migrate.ensure_current_sync(url)
     # Worker processes build their settings from the environment; hand them the resolved URL.
     os.environ["SYNCD_DATABASE_URL"] = url
@@ -219,6 +209,25 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws=draining.PROTOCOL,
     )
     return 0
+
+
+def _database_to_serve(settings: Settings, host: str, port: int) -> str | None:
+    """The database ``syncd serve`` uses, once it answers; None when told to stop first."""
+    if not settings.database_url:
+        return database_url(settings)
+    from syncd.db.reach import answers, reach
+    from syncd.web import holding
+
+    url = settings.database_url
+    if asyncio.run(answers(url)):
+        return url
+    # Not up yet: wait, and answer probes meanwhile (/healthz 200, /readyz 503) so that the
+    # orchestrator neither restarts syncd in a loop nor sends it traffic.
+    try:
+        asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds), host, port))
+    except holding.Stopped:
+        return None
+    return url
 
 
 def _fast_or_warn(fast: str, fallback: str, what: str) -> str:

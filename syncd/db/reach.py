@@ -24,6 +24,7 @@ FIRST_RETRY_SECONDS = 0.25
 MAX_RETRY_SECONDS = 5.0
 # One attempt against a host that drops packets must not use up the whole wait.
 ATTEMPT_TIMEOUT_SECONDS = 10.0
+FIRST_ATTEMPT_TIMEOUT_SECONDS = 3.0
 # While waiting, say so at most this often.
 LOG_EVERY_SECONDS = 10.0
 
@@ -61,6 +62,20 @@ async def reach(url: str, wait_seconds: float = 0.0) -> None:
         if time.monotonic() - started > FIRST_RETRY_SECONDS:
             log.info("the database at %s is up", describe_url(url))
         return
+
+
+async def answers(url: str) -> bool:
+    """One attempt: True when the database accepts a connection, False when it is not up
+    (yet); ``StartupError`` when it refuses."""
+    try:
+        # Short: until it ends, nothing answers the probes; a slow database is waited for next.
+        conn = await asyncpg.connect(asyncpg_dsn(url), timeout=FIRST_ATTEMPT_TIMEOUT_SECONDS)
+    except Exception as exc:
+        if _not_up_yet(exc) is None:
+            raise StartupError(refusal(url, exc)) from None
+        return False
+    await conn.close()
+    return True
 
 
 def _not_up_yet(exc: Exception) -> str | None:

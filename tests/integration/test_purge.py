@@ -78,9 +78,11 @@ def test_purge_removes_only_old_tombstones_of_the_chosen_collection(
 def test_purge_of_an_unknown_collection_is_an_error(syncd: SyncdProcess, database_url: str) -> None:
     result = _purge(database_url, "--older-than-days", "2", "--collection", "nope")
     assert result.returncode == 2, result.stdout
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "'nope': no such collection" in result.stderr
-    assert "syncd collections list" in result.stderr
+    assert "Traceback" not in result.stderr
+    # Which database was looked in, then the refusal as the one last line.
+    database, refusal = result.stderr.splitlines()
+    assert database.startswith("syncd: database: ") and "(SYNCD_DATABASE_URL)" in database
+    assert "'nope': no such collection" in refusal and "syncd collections list" in refusal
     assert "purged" not in result.stdout
 
 
