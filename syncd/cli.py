@@ -223,6 +223,8 @@ def _database_to_serve(settings: Settings, host: str, port: int) -> str | None:
         return url
     # Not up yet: wait, and answer probes meanwhile (/healthz 200, /readyz 503) so that the
     # orchestrator neither restarts syncd in a loop nor sends it traffic.
+    log.info("answering on http://%s:%s: /healthz 200, /readyz 503 until the database is up",
+             host, port)
     try:
         asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds), host, port))
     except holding.Stopped:

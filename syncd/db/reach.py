@@ -52,9 +52,9 @@ async def reach(url: str, wait_seconds: float = 0.0) -> None:
                 raise StartupError(_gave_up(url, reason, wait_seconds)) from None
             if now - logged >= LOG_EVERY_SECONDS:
                 logged = now
-                log.warning("waiting for the database at %s (%s); /readyz answers 503 until "
-                            "it is up; giving up in %.0f s (SYNCD_DATABASE_WAIT_SECONDS)",
-                            describe_url(url), reason, deadline - now)
+                log.warning("waiting for the database at %s (%s); giving up in %.0f s "
+                            "(SYNCD_DATABASE_WAIT_SECONDS)", describe_url(url), reason,
+                            deadline - now)
             await asyncio.sleep(min(delay, deadline - now))
             delay = min(delay * 2, MAX_RETRY_SECONDS)
             continue

@@ -254,6 +254,14 @@ def test_a_database_that_never_answers_is_waited_for_then_named(tmp_path: Path) 
     assert SHORT_WAIT <= elapsed < SHORT_WAIT + REFUSAL_SECONDS
 
 
+@pytest.mark.parametrize("command", [["collections", "list"], ["purge", "--older-than-days", "9"]])
+def test_one_shot_commands_name_a_database_that_does_not_answer(command: list[str]) -> None:
+    env = _env(SYNCD_DATABASE_URL=f"postgresql://syncd:s3cret@127.0.0.1:{free_port()}/app")
+    result = _run(_syncd(*command), env)  # at once: a person is waiting for the answer
+    _one_line_refusal(result, "SYNCD_DATABASE_URL", "syncd@127.0.0.1:", "connection refused")
+    assert "s3cret" not in result.stderr
+
+
 def test_sigterm_while_waiting_stops_at_once(tmp_path: Path) -> None:
     port = free_port()
     env = _env(SYNCD_DATABASE_URL=f"postgresql://syncd@127.0.0.1:{free_port()}/app")
