@@ -189,6 +189,19 @@ def test_a_data_dir_the_user_cannot_write_is_refused(case: str, shared_dir: Path
                       f"not writable by user id {NO_PASSWD_UID}")
 
 
+def test_embedded_data_of_another_user_is_refused(shared_dir: Path) -> None:
+    """A data directory first used as root (or as another uid), then mounted for uid 12345:
+    PostgreSQL would refuse its pgdata; syncd says whose it is and what to do."""
+    command = _other_user_syncd()
+    data_dir = shared_dir / "data"
+    (data_dir / "pgdata").mkdir(parents=True)
+    os.chown(data_dir, NO_PASSWD_UID, NO_PASSWD_UID)
+    env = _env(SYNCD_DATA_DIR=str(data_dir), HOME="/")
+    result = _run([*command, *_serve_args(free_port())], env, cwd=shared_dir)
+    _one_line_refusal(result, "belongs to user id 0", f"chown -R {NO_PASSWD_UID}",
+                      "SYNCD_DATA_DIR")
+
+
 # --- an arbitrary uid ----------------------------------------------------------------------------
 
 
