@@ -15,11 +15,12 @@ from pathlib import Path
 
 import orjson
 
+from syncd import __version__, startup
 from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
-from syncd.db.urls import redact
 from syncd.schema import SchemaError, check_servable, key_length_warning
+from syncd.startup import StartupError
 
 log = logging.getLogger("syncd")
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         code: int = args.run(settings, args)
         return code
-    except (ConfigError, SchemaError, migrate.SchemaOutOfDate) as exc:
+    except (ConfigError, SchemaError, migrate.SchemaOutOfDate, StartupError) as exc:
         print(f"syncd: {exc}", file=sys.stderr)
         return 2
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         "SYNCD_DATABASE_URL every command uses the embedded PostgreSQL in SYNCD_DATA_DIR "
         "(default ./.syncd).",
     )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the sync server", description=(
@@ -103,17 +105,28 @@ def _parser() -> argparse.ArgumentParser:
     ))
     new.add_argument("name", help="a name for the key, e.g. the service that uses it")
     new.set_defaults(run=_api_key_new)
+    # One-shot commands use the database `syncd serve` uses; creating a new empty embedded one
+    # instead (another folder, a typo in SYNCD_DATA_DIR) must be asked for.
+    for command in (mig, add, lst, purge):
+        command.add_argument("--init", action="store_true", help=(
+            "create a new embedded database in SYNCD_DATA_DIR if there is none (without it, "
+            "the command refuses rather than use an empty database the server does not see)"))
     return parser
 
 
-def database_url(settings: Settings) -> str:
-    """The configured database, or the embedded one (started and migrated on first use)."""
+def database_url(settings: Settings, *, create: bool = True) -> str:
+    """The configured database, or the embedded one (started and migrated on first use; created
+    only when ``create``)."""
     if settings.database_url:
         return settings.database_url
     import fcntl
 
     from syncd.db import embedded
 
+    startup.check_data_dir(settings.data_dir)
+    if not create and not embedded.initialized(settings.data_dir):
+        raise startup.no_database_here(settings.data_dir,
+                                       explicit=bool(os.environ.get("SYNCD_DATA_DIR")))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Two commands starting on a new data directory must not both create and migrate it.
     with (settings.data_dir / ".syncd.lock").open("w") as lock:
@@ -121,6 +134,17 @@ def database_url(settings: Settings) -> str:
         url = embedded.start(settings.data_dir)
         if asyncio.run(migrate.current_revision(url)) != migrate.head_revision():
             migrate.upgrade(url)
+    return url
+
+
+def _database(settings: Settings, args: argparse.Namespace, *, wait: bool = False) -> str:
+    """The database of a one-shot command, reached (``wait``: as patiently as the server), and
+    named on stderr so that the user sees which one it was."""
+    from syncd.db.reach import reach_sync
+
+    url = database_url(settings, create=getattr(args, "init", False))
+    reach_sync(url, settings.database_wait_seconds if wait and settings.database_url else 0)
+    print(f"syncd: database: {startup.describe_database(settings)}", file=sys.stderr)
     return url
 
 
@@ -140,18 +164,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    url = database_url(settings)
-    migrate.ensure_current_sync(url)
     port = args.port or settings.port
     workers = args.workers or settings.workers
-    # Worker processes build their settings from the environment; hand them the resolved URL.
-    os.environ["SYNCD_DATABASE_URL"] = url
     # uvicorn shuts down gracefully on SIGTERM and then raises it again; under the default
     # handler that kills the process before atexit hooks run, which would leave the embedded
     # PostgreSQL running with this process still listed as its holder. Exit normally instead.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    log.info("serving on http://%s:%s with %s worker(s), database %s", host, port, workers,
-             redact(url))
+    # A port in use is reported before the database is started or waited for.
+    startup.check_port(host, port)
+    url = _database_to_serve(settings, host, port)
+    if url is None:
+        return 0
+    migrate.ensure_current_sync(url)
+    # Worker processes build their settings from the environment; hand them the resolved URL.
+    os.environ["SYNCD_DATABASE_URL"] = url
+    log.info("serving on http://%s:%s with %s worker(s), database: %s", host, port, workers,
+             startup.describe_database(settings))
     log.info("authentication: %s", settings.auth_summary())
     uvicorn.run(
         "syncd.web.app:create_app",
@@ -184,6 +212,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_to_serve(settings: Settings, host: str, port: int) -> str | None:
+    """The database ``syncd serve`` uses, once it answers; None when told to stop first."""
+    if not settings.database_url:
+        return database_url(settings)
+    from syncd.db.reach import answers, reach
+    from syncd.web import holding
+
+    url = settings.database_url
+    if asyncio.run(answers(url)):
+        return url
+    # Not up yet: wait, and answer probes meanwhile (/healthz 200, /readyz 503) so that the
+    # orchestrator neither restarts syncd in a loop nor sends it traffic.
+    log.info("answering on http://%s:%s: /healthz 200, /readyz 503 until the database is up",
+             host, port)
+    try:
+        asyncio.run(holding.serve_while(reach(url, settings.database_wait_seconds), host, port))
+    except holding.Stopped:
+        return None
+    return url
+
+
 def _fast_or_warn(fast: str, fallback: str, what: str) -> str:
     """uvicorn's choice for ``what``: ``fast`` when installed (uvicorn[standard] brings it
     except on Windows), else ``fallback`` with a warning, since it costs much throughput."""
@@ -199,21 +248,18 @@ def _exit_on_signal(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    url = settings.database_url
-    if not url:
-        from syncd.db import embedded
-
-        url = embedded.start(settings.data_dir)
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    # Run beside the database in compose or as a Kubernetes job: wait for it like the server.
+    url = _database(settings, args, wait=True)
     migrate.upgrade(url)
     print(f"syncd: database at revision {migrate.head_revision()}")
     return 0
 
 
-def _registry(settings: Settings):  # type: ignore[no-untyped-def]
+def _registry(settings: Settings, args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from syncd.db.registry import CollectionRegistry
 
-    url = database_url(settings)
+    url = _database(settings, args)
     migrate.ensure_current_sync(url)
     return CollectionRegistry.connect(url, pool_size=1)
 
@@ -243,7 +289,7 @@ def _collections_add(settings: Settings, args: argparse.Namespace) -> int:
         except AccessRuleError as exc:
             print(f"syncd: {args.access}: {exc}", file=sys.stderr)
             return 2
-    registry = _registry(settings)
+    registry = _registry(settings, args)
 
     async def put() -> tuple[str, int, bool]:
         try:
@@ -258,8 +304,8 @@ def _collections_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _collections_list(settings: Settings, _args: argparse.Namespace) -> int:
-    registry = _registry(settings)
+def _collections_list(settings: Settings, args: argparse.Namespace) -> int:
+    registry = _registry(settings, args)
 
     async def rows() -> list[tuple[str, str, int]]:
         try:
@@ -304,10 +350,12 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     from syncd.db.store import DocumentStore
 
-    url = database_url(settings)
+    url = _database(settings, args)
     migrate.ensure_current_sync(url)
 
-    async def run() -> int:
+    async def run() -> int | None:
+        if args.collection is not None and not await _collection_exists(url, args.collection):
+            return None
         store = await DocumentStore.open(url, min_size=1, max_size=1,
                                          statement_timeout_ms=settings.db_statement_timeout_ms)
         try:
@@ -316,5 +364,20 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
             await store.close()
 
     count = asyncio.run(run())
+    if count is None:
+        # A typo would otherwise purge nothing and look like success.
+        print(f"syncd: --collection {args.collection!r}: no such collection; "
+              "`syncd collections list` shows the registered ones", file=sys.stderr)
+        return 2
     print(f"purged {count} tombstone(s) older than {args.older_than_days:g} day(s)")
     return 0
+
+
+async def _collection_exists(url: str, name: str) -> bool:
+    from syncd.db.registry import CollectionRegistry
+
+    registry = CollectionRegistry.connect(url, pool_size=1)
+    try:
+        return await registry.get(name) is not None
+    finally:
+        await registry.close()

@@ -42,6 +42,9 @@ class Settings:
     # Where PostgreSQL is. Empty means: start the embedded PostgreSQL in ``data_dir``.
     database_url: str = ""
     data_dir: Path = field(default_factory=lambda: Path(".syncd"))
+    # How long `syncd serve` and `syncd migrate` wait for a SYNCD_DATABASE_URL that does not
+    # answer yet (compose and Kubernetes start everything at once) before giving up.
+    database_wait_seconds: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -194,6 +197,8 @@ class Settings:
                 "SYNCD_DB_STATEMENT_TIMEOUT_MS must be positive and "
                 "SYNCD_COLLECTION_CACHE_SECONDS must not be negative"
             )
+        if not self.database_wait_seconds >= 0:
+            raise ConfigError("SYNCD_DATABASE_WAIT_SECONDS must not be negative")
         if self.workers < 1:
             raise ConfigError("SYNCD_WORKERS must be at least 1")
         if self.database_url and not self.database_url.startswith(

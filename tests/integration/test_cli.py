@@ -23,6 +23,7 @@ import orjson
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from syncd import __version__
 from syncd.db import migrate
 from syncd.db.urls import asyncpg_dsn
 from tests.support import REPO, PostgresServer, free_port
@@ -267,12 +268,19 @@ def test_serve_logs_the_authentication_in_force_without_secrets(
 # --- the embedded default -----------------------------------------------------------------------
 
 
+def test_version() -> None:
+    assert _ok(_syncd("--version", env=_env())).strip() == f"syncd {__version__}"
+
+
 @pytest.mark.postgres
 def test_embedded_default_is_shared_persists_and_stops(data_dir: Path, tmp_path: Path) -> None:
     env = _env(SYNCD_DATA_DIR=str(data_dir))
 
-    out = _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
-    assert "added collection 'todos'" in out
+    # A command on a data directory with no database creates one only when asked to.
+    result = _syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, "--init", env=env)
+    assert "added collection 'todos'" in _ok(result)
+    assert result.stderr == f"syncd: database: the embedded PostgreSQL in {data_dir} " \
+                            "(SYNCD_DATA_DIR)\n"
     # The command was the server's only holder: it stopped it on exit.
     _assert_embedded_stopped(data_dir)
 
@@ -419,3 +427,82 @@ def test_collections_add_refuses_a_lower_version(migrated_url: str, tmp_path: Pa
     assert _collections(migrated_url) == [("todos", "id", 1)]
     listed = _ok(_syncd("collections", "list", env=env)).splitlines()
     assert listed[1].split() == ["todos", "id", "1"]
+
+
+# --- one database for the server and the commands -----------------------------------------------
+
+
+@pytest.mark.postgres
+def test_commands_never_create_a_second_embedded_database(tmp_path: Path) -> None:
+    """The README's walk-through (`syncd serve`, then `syncd collections add` in the same
+    folder) works; the same command run from another folder refuses instead of silently
+    creating an empty database there that the server never sees."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    env = _env()  # no SYNCD_DATA_DIR: ./.syncd of the folder the command runs in
+
+    def syncd_in(folder: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "syncd", *map(str, args)], env=env,
+                              cwd=folder, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT, check=False)
+
+    # Before any server ran here, there is no database to use: refused, nothing created.
+    stderr = _refused(syncd_in(project, "collections", "list"))
+    assert stderr.count("\n") == 1
+    assert f"no syncd database in {project / '.syncd'}" in stderr
+    for hint in ("SYNCD_DATA_DIR", "SYNCD_DATABASE_URL", "--init", "syncd serve"):
+        assert hint in stderr
+    assert not (project / ".syncd").exists()
+
+    port = free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "serve", "--port", str(port)],
+            env=env, cwd=project, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server, tmp_path / "serve.log")
+        added = syncd_in(project, "collections", "add", "todos", "--schema", TODOS_SCHEMA)
+        assert "added collection 'todos'" in _ok(added)
+        assert f"the embedded PostgreSQL in {project / '.syncd'}" in added.stderr
+
+        stray = syncd_in(elsewhere, "collections", "add", "todos", "--schema", TODOS_SCHEMA)
+        assert f"no syncd database in {elsewhere / '.syncd'}" in _refused(stray)
+        assert not (elsewhere / ".syncd").exists()
+
+        pulled = httpx.get(f"http://127.0.0.1:{port}/api/v1/sync/todos", timeout=30.0)
+        assert pulled.status_code == 200, pulled.text
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+    _assert_embedded_stopped(project / ".syncd")
+
+
+@pytest.mark.postgres
+def test_commands_name_the_external_database_without_its_password(migrated_url: str) -> None:
+    name = migrated_url.split("?")[0].rsplit("/", 1)[1]
+    with_password = migrated_url.replace("://postgres@", "://postgres:s3cret@", 1).replace(
+        "://postgres:@", "://postgres:s3cret@", 1)
+    result = _syncd("collections", "list", env=_env(SYNCD_DATABASE_URL=with_password))
+    _ok(result)
+    assert "s3cret" not in result.stderr + result.stdout
+    assert result.stderr.startswith("syncd: database: postgres@")
+    assert f"/{name} (SYNCD_DATABASE_URL)" in result.stderr
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"syncd serve exited {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"syncd serve not ready in {READY_TIMEOUT}s:\n{log.read_text()}")

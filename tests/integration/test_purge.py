@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
+import asyncpg
 import httpx
 
+from syncd.db.urls import asyncpg_dsn
 from tests.conftest import TODO_SCHEMA, register
-from tests.support import SyncdProcess
+from tests.support import SyncdProcess, run
 
 
 def _push(http: httpx.Client, collection: str, rows: list[dict[str, object]]) -> None:
@@ -27,6 +28,34 @@ def _ids(http: httpx.Client, collection: str) -> set[str]:
     return {d["id"] for d in http.get(f"/api/v1/sync/{collection}").json()["documents"]}
 
 
+def _age_tombstone(database_url: str, collection: str, doc_id: str, days: float) -> None:
+    """Make a tombstone ``days`` old. The trigger stamps ``updated_at`` with now() on every
+    write, so this session turns triggers off (session_replication_role, this connection only)
+    instead of the test sleeping past a short window: a slow machine cannot blur the line."""
+
+    async def age() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database_url))
+        try:
+            await conn.execute("SET session_replication_role = replica")
+            status = await conn.execute(
+                "UPDATE syncd_documents SET updated_at = now() - make_interval(days => $3)"
+                " WHERE collection_id = (SELECT id FROM syncd_collections WHERE name = $1)"
+                " AND id = $2 AND deleted",
+                collection, doc_id, days,
+            )
+            assert status == "UPDATE 1", status
+        finally:
+            await conn.close()
+
+    run(age())
+
+
+def _purge(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SYNCD_DATABASE_URL": database_url}
+    return subprocess.run([sys.executable, "-m", "syncd", "purge", *args],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_purge_removes_only_old_tombstones_of_the_chosen_collection(
     http: httpx.Client, syncd: SyncdProcess, database_url: str
 ) -> None:
@@ -35,24 +64,28 @@ def test_purge_removes_only_old_tombstones_of_the_chosen_collection(
         _push(http, collection, [{"newDocumentState": {"id": i, "title": "t"}}
                                  for i in ("keep", "old", "new")])
         _delete(http, collection, "old")
-    time.sleep(2.0)
-    for collection in (mine, other):
         _delete(http, collection, "new")
+        _age_tombstone(database_url, collection, "old", days=3)
+        _age_tombstone(database_url, collection, "new", days=1)  # inside a 2-day window
 
-    env = {**os.environ, "SYNCD_DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", "purge", "--older-than-days", str(1.0 / 86400),
-         "--collection", mine],
-        env=env, capture_output=True, text=True, timeout=60,
-    )
+    result = _purge(database_url, "--older-than-days", "2", "--collection", mine)
     assert result.returncode == 0, result.stderr
     assert "purged 1 tombstone" in result.stdout
     assert _ids(http, mine) == {"keep", "new"}  # the young tombstone stays, live docs stay
     assert _ids(http, other) == {"keep", "old", "new"}  # another collection is untouched
 
 
+def test_purge_of_an_unknown_collection_is_an_error(syncd: SyncdProcess, database_url: str) -> None:
+    result = _purge(database_url, "--older-than-days", "2", "--collection", "nope")
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    # Which database was looked in, then the refusal as the one last line.
+    database, refusal = result.stderr.splitlines()
+    assert database.startswith("syncd: database: ") and "(SYNCD_DATABASE_URL)" in database
+    assert "'nope': no such collection" in refusal and "syncd collections list" in refusal
+    assert "purged" not in result.stdout
+
+
 def test_purge_needs_a_positive_window(database_url: str) -> None:
-    env = {**os.environ, "SYNCD_DATABASE_URL": database_url}
-    result = subprocess.run([sys.executable, "-m", "syncd", "purge", "--older-than-days", "0"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = _purge(database_url, "--older-than-days", "0")
     assert result.returncode == 2 and "positive" in result.stderr
