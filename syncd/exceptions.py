@@ -7,6 +7,7 @@ SyncdError
 ├── NotFound              404  unknown collection
 ├── PayloadTooLarge       413
 ├── Unprocessable         422  schema violations, values PostgreSQL cannot store
+├── UpgradeRequired       426  the client's schema version is older than the collection's
 └── Unavailable           503  the database is unreachable
 """
 
@@ -54,6 +55,11 @@ class PayloadTooLarge(SyncdError):
 class Unprocessable(SyncdError):
     status = 422
     default_code = "unprocessable"
+
+
+class UpgradeRequired(SyncdError):
+    status = 426
+    default_code = "outdated_schema"
 
 
 class Unavailable(SyncdError):

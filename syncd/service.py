@@ -20,7 +20,7 @@ from syncd.config import Settings
 from syncd.conflicts import parse_push_rows, raise_if_too_deep
 from syncd.db.registry import CollectionRegistry
 from syncd.db.store import DocumentStore
-from syncd.exceptions import BadRequest, NotFound
+from syncd.exceptions import BadRequest, NotFound, UpgradeRequired
 from syncd.hub import Hub, Subscriber
 from syncd.schema import Validator, compile_validator
 
@@ -87,6 +87,20 @@ class SyncService:
         self._collections[name] = fresh
         return fresh
 
+    @staticmethod
+    def check_version(collection: Collection, stated: int | None) -> None:
+        """Refuse a client whose RxDB schema is older than the collection's (426): its documents
+        have the old shape, and it would store newer ones it cannot read. A client that states
+        no version is not checked. Newer than the collection's is served: the schema decides
+        what a push may write (and the operator registers the new version)."""
+        if stated is not None and stated < collection.schema_version:
+            raise UpgradeRequired(
+                f"schema version {stated} is outdated: collection {collection.name!r} is at "
+                f"version {collection.schema_version}. Update the app to a build whose RxDB "
+                "schema has that version (with a migration strategy)",
+                code="outdated_schema",
+            )
+
     def check_limit(self, limit: int | None) -> int:
         if limit is None:
             return self._settings.pull_default_limit
@@ -98,11 +112,13 @@ class SyncService:
         return limit
 
     async def pull(
-        self, name: str, identity: Identity, checkpoint: Any, limit: int | None
+        self, name: str, identity: Identity, checkpoint: Any, limit: int | None,
+        schema_version: int | None = None,
     ) -> PullResult:
         """Up to ``limit`` changes after ``checkpoint``, in change order; never a short page
         while more visible changes exist. Only the caller's partition is ever read."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         count = self.check_limit(limit)
         after = checkpoints.decode(checkpoint, self._store.epoch)
@@ -111,12 +127,15 @@ class SyncService:
             return PullResult([], checkpoint)
         return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
 
-    async def push(self, name: str, identity: Identity, body: Any) -> list[str]:
+    async def push(
+        self, name: str, identity: Identity, body: Any, schema_version: int | None = None
+    ) -> list[str]:
         """Apply a batch of push rows; return the stored state of every row that conflicted.
 
         Rows live in the caller's partition: ids of other partitions are different rows, so a
         conflict answer can only ever carry the caller's own documents."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=True)
         try:
             rows = parse_push_rows(
@@ -143,10 +162,13 @@ class SyncService:
             )
         return result.conflicts
 
-    async def subscribe(self, name: str, identity: Identity) -> tuple[Collection, Subscriber]:
+    async def subscribe(
+        self, name: str, identity: Identity, schema_version: int | None = None
+    ) -> tuple[Collection, Subscriber]:
         """Register a live subscriber; from now on every change of the caller's partition
         reaches it, or a RESYNC."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         return collection, await self._hub.subscribe(
             collection.id, partition, identity_key(identity)
