@@ -28,8 +28,7 @@ def add_parsers(actions: Any) -> None:
                                 description=(
         "Remove a collection and every document of it, tombstones included, for good. "
         "Refuses without --yes (and says how many documents would go). Clients replicating it "
-        "then get 404 unknown_collection; running servers notice within "
-        "SYNCD_COLLECTION_CACHE_SECONDS."
+        "then get 404 unknown_collection (pulls within SYNCD_COLLECTION_CACHE_SECONDS)."
     ))
     remove.add_argument("name", help="collection name")
     remove.add_argument("--yes", action="store_true",

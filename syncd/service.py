@@ -19,7 +19,7 @@ from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
 from syncd.conflicts import parse_push_rows, raise_if_too_deep
 from syncd.db.registry import CollectionRegistry
-from syncd.db.store import DocumentStore
+from syncd.db.store import CollectionGone, DocumentStore
 from syncd.exceptions import BadRequest, NotFound, UpgradeRequired
 from syncd.hub import Hub, Subscriber
 from syncd.schema import Validator, compile_validator
@@ -64,12 +64,7 @@ class SyncService:
         # database would fail with an encoding error that reads like an outage (503).
         record = None if "\x00" in name else await self._registry.get(name)
         if record is None:
-            self._collections.pop(name, None)
-            raise NotFound(
-                f"collection {name!r} does not exist; register it with "
-                f"`syncd collections add {name} --schema FILE.json`",
-                code="unknown_collection",
-            )
+            raise self._unknown(name)
         if cached and cached.id == record.id and cached.schema_version == record.schema_version:
             fresh = replace(
                 cached, access=AccessRule.parse(record.access_rule), loaded_at=time.monotonic()
@@ -86,6 +81,14 @@ class SyncService:
             )
         self._collections[name] = fresh
         return fresh
+
+    def _unknown(self, name: str) -> NotFound:
+        self._collections.pop(name, None)
+        return NotFound(
+            f"collection {name!r} does not exist; register it with "
+            f"`syncd collections add {name} --schema FILE.json`",
+            code="unknown_collection",
+        )
 
     @staticmethod
     def check_version(collection: Collection, stated: int | None) -> None:
@@ -149,6 +152,8 @@ class SyncService:
         collection.access.check_owner(partition, (row.new for row in rows))
         try:
             result = await self._store.push(collection.id, partition, rows)
+        except CollectionGone:  # removed since this node cached it
+            raise self._unknown(name) from None
         except orjson.JSONEncodeError:  # an alias of TypeError: re-raised unless too deep
             raise_if_too_deep(body, collection.primary_key)
             raise

@@ -48,8 +48,8 @@ class Removed:
 def _counts(documents: Any) -> tuple[Any, Any]:
     """count() of live documents and of tombstones, as two aggregate columns."""
     return (
-        func.count().filter(documents.deleted == false()),
-        func.count().filter(documents.deleted == true()),
+        func.count().filter(documents.deleted == false()).label("documents"),
+        func.count().filter(documents.deleted == true()).label("tombstones"),
     )
 
 
@@ -148,16 +148,16 @@ class CollectionRegistry:
             return None
         return CollectionDetails(
             name=row.name, primary_key=row.primary_key, schema_version=row.schema_version,
-            schema=row.schema, access_rule=row.access_rule, documents=row[7],
-            tombstones=row[8], created_at=row.created_at, updated_at=row.updated_at,
+            schema=row.schema, access_rule=row.access_rule, documents=row.documents,
+            tombstones=row.tombstones, created_at=row.created_at, updated_at=row.updated_at,
         )
 
     async def remove(self, name: str) -> Removed | None:
         """Delete the collection and, through the foreign key's cascade, its documents; return
         how many went, or None when there is no such collection.
 
-        The row is locked first, so the counts are exactly what the cascade deletes: a push
-        into it waits for the lock (its foreign key check) and then finds no collection."""
+        The row is locked first, so the count is of the rows the cascade deletes: a push that
+        inserts into the collection waits for the lock (its foreign key check), then fails."""
         c, d = CollectionRecord, DocumentRecord
         async with self._sessions() as session, session.begin():
             collection_id: uuid.UUID | None = await session.scalar(
@@ -169,4 +169,4 @@ class CollectionRegistry:
             counts = select(live, tombstones).where(d.collection_id == collection_id)
             counted = (await session.execute(counts)).one()
             await session.execute(delete(c).where(c.id == collection_id))
-        return Removed(counted[0], counted[1])
+        return Removed(counted.documents, counted.tombstones)

@@ -530,3 +530,26 @@ def test_collections_show_and_remove(migrated_url: str, tmp_path: Path) -> None:
 
 def _document_count_sync(url: str) -> dict[str, int]:
     return asyncio.run(_document_count(url))
+
+
+@pytest.mark.postgres
+def test_removing_a_collection_a_server_has_cached(migrated_url: str) -> None:
+    """A push into a collection removed while a server still trusts its cached definition is a
+    404 unknown_collection, not a 500 (the documents' foreign key refuses the rows)."""
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
+    server = SyncdProcess(migrated_url, env={"SYNCD_COLLECTION_CACHE_SECONDS": "300"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+            doc = {"id": "t1", "title": "x", "done": False, "_deleted": False}
+            pushed = http.post("/api/v1/sync/todos", json=[{"newDocumentState": doc}])
+            assert pushed.status_code == 200, pushed.text  # the definition is cached now
+            _ok(_syncd("collections", "remove", "todos", "--yes", env=env))
+            again = http.post("/api/v1/sync/todos", json=[{"newDocumentState": doc}])
+            assert again.status_code == 404, again.text
+            assert again.json()["error"]["code"] == "unknown_collection"
+            # ... and the node forgot it: the next request is refused without a write attempt.
+            assert http.get("/api/v1/sync/todos").status_code == 404
+    finally:
+        server.stop()
+    assert "internal_error" not in server.log() and "Traceback" not in server.log()
