@@ -15,10 +15,11 @@ from pathlib import Path
 
 import orjson
 
-from syncd import __version__, startup
+from syncd import __version__, cli_collections, startup
 from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
+from syncd.names import collection_name_problem
 from syncd.schema import SchemaError, check_servable, key_length_warning
 from syncd.startup import StartupError
 
@@ -66,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     mig.set_defaults(run=_migrate)
 
     cols = commands.add_parser("collections", help="manage collections", description=(
-        "Register and list the collections clients replicate."
+        "Register, list, show and remove the collections clients replicate."
     ))
     col_commands = cols.add_subparsers(required=True, metavar="ACTION")
     add = col_commands.add_parser("add", help="register a collection from its RxDB schema",
                                   description=(
         "Register a collection from the RxDB JSON schema the client uses (its primaryKey and "
         "version are taken from it). Adding an existing name moves it to the given schema, "
-        "which must not have a lower version."
+        "which must have a higher version (the same schema again changes nothing)."
     ))
     add.add_argument("name", help="collection name, as the client's collection is called")
     add.add_argument("--schema", required=True, type=Path, help="RxDB JSON schema file")
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     lst = col_commands.add_parser("list", help="list registered collections",
                                   description="List registered collections.")
     lst.set_defaults(run=_collections_list)
+    cli_collections.add_parsers(col_commands)
 
     purge = commands.add_parser("purge", help="delete old tombstones", description=(
         "Delete tombstones (deleted documents) older than the retention window. A client that "
@@ -265,6 +267,9 @@ def _registry(settings: Settings, args: argparse.Namespace):  # type: ignore[no-
 
 
 def _collections_add(settings: Settings, args: argparse.Namespace) -> int:
+    if (problem := collection_name_problem(args.name)) is not None:
+        print(f"syncd: {problem}", file=sys.stderr)
+        return 2
     try:
         schema = orjson.loads(args.schema.read_bytes())
     except OSError as exc:
@@ -291,15 +296,14 @@ def _collections_add(settings: Settings, args: argparse.Namespace) -> int:
             return 2
     registry = _registry(settings, args)
 
-    async def put() -> tuple[str, int, bool]:
+    async def put() -> tuple[str, int, str]:
         try:
-            record, created = await registry.put(args.name, schema, access)
-            return record.primary_key, record.schema_version, created
+            record, outcome = await registry.put(args.name, schema, access)
+            return record.primary_key, record.schema_version, outcome
         finally:
             await registry.close()
 
-    key, version, created = asyncio.run(put())
-    verb = "added" if created else "updated"
+    key, version, verb = asyncio.run(put())
     print(f"{verb} collection {args.name!r} (primary key {key!r}, schema version {version})")
     return 0
 

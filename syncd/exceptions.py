@@ -8,6 +8,7 @@ SyncdError
 ├── PayloadTooLarge       413
 ├── UnsupportedMediaType  415  a request body that is not declared application/json
 ├── Unprocessable         422  schema violations, values PostgreSQL cannot store
+├── UpgradeRequired       426  the client's schema version is older than the collection's
 └── Unavailable           503  the database is unreachable
 """
 
@@ -60,6 +61,11 @@ class UnsupportedMediaType(SyncdError):
 class Unprocessable(SyncdError):
     status = 422
     default_code = "unprocessable"
+
+
+class UpgradeRequired(SyncdError):
+    status = 426
+    default_code = "outdated_schema"
 
 
 class Unavailable(SyncdError):

@@ -19,8 +19,8 @@ from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
 from syncd.conflicts import parse_push_rows, raise_if_too_deep
 from syncd.db.registry import CollectionRegistry
-from syncd.db.store import DocumentStore
-from syncd.exceptions import BadRequest, NotFound
+from syncd.db.store import CollectionGone, DocumentStore
+from syncd.exceptions import BadRequest, NotFound, UpgradeRequired
 from syncd.hub import Hub, Subscriber
 from syncd.schema import Validator, compile_validator
 
@@ -64,12 +64,7 @@ class SyncService:
         # database would fail with an encoding error that reads like an outage (503).
         record = None if "\x00" in name else await self._registry.get(name)
         if record is None:
-            self._collections.pop(name, None)
-            raise NotFound(
-                f"collection {name!r} does not exist; register it with "
-                f"`syncd collections add {name} --schema FILE.json`",
-                code="unknown_collection",
-            )
+            raise self._unknown(name)
         if cached and cached.id == record.id and cached.schema_version == record.schema_version:
             fresh = replace(
                 cached, access=AccessRule.parse(record.access_rule), loaded_at=time.monotonic()
@@ -87,6 +82,28 @@ class SyncService:
         self._collections[name] = fresh
         return fresh
 
+    def _unknown(self, name: str) -> NotFound:
+        self._collections.pop(name, None)
+        return NotFound(
+            f"collection {name!r} does not exist; register it with "
+            f"`syncd collections add {name} --schema FILE.json`",
+            code="unknown_collection",
+        )
+
+    @staticmethod
+    def check_version(collection: Collection, stated: int | None) -> None:
+        """Refuse a client whose RxDB schema is older than the collection's (426): its documents
+        have the old shape, and it would store newer ones it cannot read. A client that states
+        no version is not checked. Newer than the collection's is served: the schema decides
+        what a push may write (and the operator registers the new version)."""
+        if stated is not None and stated < collection.schema_version:
+            raise UpgradeRequired(
+                f"schema version {stated} is outdated: collection {collection.name!r} is at "
+                f"version {collection.schema_version}. Update the app to a build whose RxDB "
+                "schema has that version (with a migration strategy)",
+                code="outdated_schema",
+            )
+
     def check_limit(self, limit: int | None) -> int:
         if limit is None:
             return self._settings.pull_default_limit
@@ -98,11 +115,13 @@ class SyncService:
         return limit
 
     async def pull(
-        self, name: str, identity: Identity, checkpoint: Any, limit: int | None
+        self, name: str, identity: Identity, checkpoint: Any, limit: int | None,
+        schema_version: int | None = None,
     ) -> PullResult:
         """Up to ``limit`` changes after ``checkpoint``, in change order; never a short page
         while more visible changes exist. Only the caller's partition is ever read."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         count = self.check_limit(limit)
         after = checkpoints.decode(checkpoint, self._store.epoch)
@@ -111,12 +130,15 @@ class SyncService:
             return PullResult([], checkpoint)
         return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
 
-    async def push(self, name: str, identity: Identity, body: Any) -> list[str]:
+    async def push(
+        self, name: str, identity: Identity, body: Any, schema_version: int | None = None
+    ) -> list[str]:
         """Apply a batch of push rows; return the stored state of every row that conflicted.
 
         Rows live in the caller's partition: ids of other partitions are different rows, so a
         conflict answer can only ever carry the caller's own documents."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=True)
         try:
             rows = parse_push_rows(
@@ -130,6 +152,8 @@ class SyncService:
         collection.access.check_owner(partition, (row.new for row in rows))
         try:
             result = await self._store.push(collection.id, partition, rows)
+        except CollectionGone:  # removed since this node cached it
+            raise self._unknown(name) from None
         except orjson.JSONEncodeError:  # an alias of TypeError: re-raised unless too deep
             raise_if_too_deep(body, collection.primary_key)
             raise
@@ -143,10 +167,13 @@ class SyncService:
             )
         return result.conflicts
 
-    async def subscribe(self, name: str, identity: Identity) -> tuple[Collection, Subscriber]:
+    async def subscribe(
+        self, name: str, identity: Identity, schema_version: int | None = None
+    ) -> tuple[Collection, Subscriber]:
         """Register a live subscriber; from now on every change of the caller's partition
         reaches it, or a RESYNC."""
         collection = await self.collection(name)
+        self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         return collection, await self._hub.subscribe(
             collection.id, partition, identity_key(identity)

@@ -6,14 +6,51 @@ ORM for clarity; the document hot path is in ``store.py``.
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import delete, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from syncd.db.models import CollectionRecord
+from syncd.db.models import CollectionRecord, DocumentRecord
 from syncd.db.urls import sqlalchemy_url
+from syncd.names import collection_name_problem
 from syncd.schema import SchemaError, primary_key_of, schema_version_of
+
+# What registering did: a new collection, a changed one (newer schema or another access rule),
+# or nothing (the same schema and rule again).
+Registered = Literal["added", "updated", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionDetails:
+    """A collection as ``syncd collections show`` reports it."""
+
+    name: str
+    primary_key: str
+    schema_version: int
+    schema: dict[str, Any]
+    access_rule: dict[str, Any] | None
+    documents: int  # live documents, every partition
+    tombstones: int  # deleted documents not yet purged
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    documents: int
+    tombstones: int
+
+
+def _counts(documents: Any) -> tuple[Any, Any]:
+    """count() of live documents and of tombstones, as two aggregate columns."""
+    return (
+        func.count().filter(documents.deleted == false()).label("documents"),
+        func.count().filter(documents.deleted == true()).label("tombstones"),
+    )
 
 
 class CollectionRegistry:
@@ -47,11 +84,16 @@ class CollectionRegistry:
 
     async def put(
         self, name: str, schema: dict[str, Any], access: dict[str, Any] | None = None
-    ) -> tuple[CollectionRecord, bool]:
-        """Register a collection, or move it to a newer schema; return it and whether it is new.
+    ) -> tuple[CollectionRecord, Registered]:
+        """Register a collection, or move it to a newer schema; return it and what changed.
 
         ``access`` (an access rule, see syncd/auth/access.py) replaces the stored one when
-        given; without it an existing collection keeps its rule."""
+        given; without it an existing collection keeps its rule. A different schema under the
+        stored version is refused: clients of that version would meet documents of two shapes,
+        and none of them would learn that they are outdated."""
+        problem = collection_name_problem(name)
+        if problem is not None:
+            raise SchemaError(problem)
         key, version = primary_key_of(schema).field, schema_version_of(schema)
         async with self._sessions() as session, session.begin():
             result = await session.execute(
@@ -64,7 +106,7 @@ class CollectionRegistry:
                     access_rule=access,
                 )
                 session.add(record)
-                return record, True
+                return record, "added"
             if version < record.schema_version:
                 raise SchemaError(
                     f"collection {name!r} is at schema version {record.schema_version}; "
@@ -75,7 +117,56 @@ class CollectionRegistry:
                     f"collection {name!r} has primary key {record.primary_key!r}; a schema "
                     f"with primary key {key!r} needs a new collection"
                 )
+            if version == record.schema_version and schema != record.schema:
+                raise SchemaError(
+                    f"collection {name!r} is already registered at schema version {version} "
+                    "with a different schema; raise \"version\" in the schema file (as the app's "
+                    "RxDB schema does, with a migration strategy) to register the change"
+                )
+            if schema == record.schema and access in (None, record.access_rule):
+                return record, "unchanged"
             record.schema, record.schema_version = schema, version
             if access is not None:
                 record.access_rule = access
-            return record, False
+            return record, "updated"
+
+    async def details(self, name: str) -> CollectionDetails | None:
+        """The collection with its document and tombstone counts, in one statement."""
+        c, d = CollectionRecord, DocumentRecord
+        live, tombstones = _counts(d)
+        query = (
+            select(c.name, c.primary_key, c.schema_version, c.schema, c.access_rule,
+                   c.created_at, c.updated_at, live, tombstones)
+            .select_from(c)
+            .outerjoin(d, d.collection_id == c.id)
+            .where(c.name == name)
+            .group_by(c.id)
+        )
+        async with self._sessions() as session:
+            row = (await session.execute(query)).one_or_none()
+        if row is None:
+            return None
+        return CollectionDetails(
+            name=row.name, primary_key=row.primary_key, schema_version=row.schema_version,
+            schema=row.schema, access_rule=row.access_rule, documents=row.documents,
+            tombstones=row.tombstones, created_at=row.created_at, updated_at=row.updated_at,
+        )
+
+    async def remove(self, name: str) -> Removed | None:
+        """Delete the collection and, through the foreign key's cascade, its documents; return
+        how many went, or None when there is no such collection.
+
+        The row is locked first, so the count is of the rows the cascade deletes: a push that
+        inserts into the collection waits for the lock (its foreign key check), then fails."""
+        c, d = CollectionRecord, DocumentRecord
+        async with self._sessions() as session, session.begin():
+            collection_id: uuid.UUID | None = await session.scalar(
+                select(c.id).where(c.name == name).with_for_update()
+            )
+            if collection_id is None:
+                return None
+            live, tombstones = _counts(d)
+            counts = select(live, tombstones).where(d.collection_id == collection_id)
+            counted = (await session.execute(counts)).one()
+            await session.execute(delete(c).where(c.id == collection_id))
+        return Removed(counted.documents, counted.tombstones)

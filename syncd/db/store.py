@@ -111,6 +111,10 @@ WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
   AND d.id = doomed.id
 """
 
+# A push into a collection that was removed (``syncd collections remove``) after this node
+# cached it: the documents' foreign key refuses the rows.
+CollectionGone = asyncpg.ForeignKeyViolationError
+
 EPOCH_SQL = "SELECT to_hex(system_identifier) FROM pg_control_system()"
 
 # The oldest transaction holding an xid in the cluster, running or prepared: pulls and feeds

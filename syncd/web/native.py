@@ -1,4 +1,9 @@
-"""The native API (DESIGN.md §3): ``/api/v1/sync/{collection}`` pull and push."""
+"""The native API (DESIGN.md §3): ``/api/v1/sync/{collection}`` pull and push.
+
+Every request may state the client's RxDB schema version (``X-Syncd-Schema-Version`` or
+``?schemaVersion=``; clients/js always does): an older one than the collection's is answered 426
+``outdated_schema`` (a stream closes with 4426), so the app learns it must update instead of
+syncing documents of the old shape until a push is refused."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from syncd.service import SyncService
 from syncd.web.bodies import parse_limit, read_json
 from syncd.web.credentials import identify, selected_subprotocol
 from syncd.web.responses import JSONBytes
+from syncd.web.schema_version import stated_schema_version
 from syncd.web.streaming import close_for, relay
 from syncd.wire import RESYNC, json_array, page_body
 
@@ -23,19 +29,24 @@ def _service(request: Request) -> SyncService:
 async def pull(request: Request) -> JSONBytes:
     params = request.query_params
     checkpoint = checkpoints.parse_query_value(params.get("checkpoint"))
+    version = stated_schema_version(request)
     result = await _service(request).pull(
         request.path_params["collection"],
         await identify(request),
         checkpoint,
         parse_limit(params.get("limit")),
+        version,
     )
     return JSONBytes(page_body(result.documents, result.checkpoint))
 
 
 async def push(request: Request) -> JSONBytes:
     identity = await identify(request)
+    version = stated_schema_version(request)
     body = await read_json(request, request.app.state.settings.max_body_bytes)
-    conflicts = await _service(request).push(request.path_params["collection"], identity, body)
+    conflicts = await _service(request).push(
+        request.path_params["collection"], identity, body, version
+    )
     return JSONBytes(json_array(conflicts))
 
 
@@ -55,7 +66,9 @@ async def stream(websocket: WebSocket) -> None:
     service: SyncService = websocket.app.state.service
     try:
         identity = await identify(websocket)
-        _, subscriber = await service.subscribe(websocket.path_params["collection"], identity)
+        _, subscriber = await service.subscribe(
+            websocket.path_params["collection"], identity, stated_schema_version(websocket)
+        )
     except Exception as exc:
         await websocket.accept(subprotocol=selected_subprotocol(websocket))
         await close_for(websocket, exc)

@@ -12,6 +12,11 @@ and one socket may carry several collections:
   when the node cannot guarantee continuity (every RESYNC is sent twice: see ``_relay``);
 * ``auth`` ``[headers]`` → no answer; the token is taken from the ``Authorization`` header.
 
+The client's messages carry no schema version; its ``url`` can (``/rxdb/ws?schemaVersion=N``,
+passed through unchanged). Every request of a socket that states a version older than the
+collection's fails with ``outdated_schema`` (the client has no outdated signal; see
+docs/rxdb-compat.md).
+
 The client has no timeout and no retry for a request, so an unanswered one stalls it for good.
 Hence every request is answered exactly once, in order, also when it fails (a pull with an empty
 page echoing its checkpoint plus an ``error`` field, a write with ``result: null`` plus ``error``,
@@ -49,6 +54,7 @@ from syncd.web import preauth
 from syncd.web.credentials import identify, selected_subprotocol
 from syncd.web.draining import lift_message_limit, on_late_frames, on_shutdown
 from syncd.web.responses import error_response
+from syncd.web.schema_version import stated_schema_version
 from syncd.web.streaming import CLOSE_RESTART, close_for
 from syncd.wire import json_array, page_body
 
@@ -171,6 +177,14 @@ class RxdbSocket:
         self._resyncs: dict[str, asyncio.Task[None]] = {}
         # Rechecks of revocable credentials (recheck.py), for the identity they were started for.
         self._recheck: tuple[Identity | None, asyncio.Task[None] | None] = (None, None)
+        # The schema version of the socket's URL (?schemaVersion=), for every collection on it;
+        # one that is not a version fails each request with its 400.
+        self._version_error: SyncdError | None = None
+        self._schema_version: int | None = None
+        try:
+            self._schema_version = stated_schema_version(websocket)
+        except SyncdError as exc:
+            self._version_error = exc
 
     async def run(self) -> None:
         # The upgrade's credentials are checked before it is accepted, so that the frames an
@@ -398,7 +412,9 @@ class RxdbSocket:
     async def _pull(self, request: Request, identity: Identity) -> None:
         try:
             checkpoint, limit = _pull_params(request.params)
-            result = await self.service.pull(_name(request), identity, checkpoint, limit)
+            result = await self.service.pull(
+                _name(request), identity, checkpoint, limit, self._stated_version()
+            )
         except Exception as exc:
             await self._fail(request, exc)
             return
@@ -409,7 +425,9 @@ class RxdbSocket:
         try:
             if not isinstance(params, list) or not params:
                 raise BadRequest(f"{WRITE} params must be [rows]", code="invalid_params")
-            conflicts = await self.service.push(_name(request), identity, params[0])
+            conflicts = await self.service.push(
+                _name(request), identity, params[0], self._stated_version()
+            )
         except Exception as exc:
             await self._fail(request, exc)
             return
@@ -426,6 +444,11 @@ class RxdbSocket:
         await self._send(answer)
         if isinstance(error, Unauthorized):
             self._stop_for(_reject(error))
+
+    def _stated_version(self) -> int | None:
+        if self._version_error is not None:
+            raise self._version_error
+        return self._schema_version
 
     # -- late requests ---------------------------------------------------------------------
 
@@ -458,12 +481,14 @@ class RxdbSocket:
             return
         assert self.identity is not None
         try:
-            _, subscriber = await self.service.subscribe(name, self.identity)
+            _, subscriber = await self.service.subscribe(
+                name, self.identity, self._stated_version()
+            )
         except Exception as exc:
             error = _as_syncd_error(exc)
             if error.status >= 500:  # the client reconnects, resubscribes and resyncs
                 self._stop_for(_reject(error))
-            else:  # an unknown or forbidden collection: its pulls say so
+            else:  # an unknown or forbidden collection, an outdated client: its pulls say so
                 log.info("rxdb websocket: no stream for %r: %s", name, error.message)
             return
         subscriber.resync()

@@ -70,14 +70,8 @@ _NO_WRITE_ERRORS = (
     "`result: null`, which the client retries every retryTime forever (RC_PUSH_NO_AR); it can "
     "neither tell the app nor cancel"
 )
-_VERSIONED_URL_ONLY = (
-    "only replicateServer names a schema version (/rxdb/{collection}/{version}); the native API "
-    "and the RxDB websocket protocol have none"
-)
 NOT_FOR = {
     ("rxdb-websocket", "auth_403_cancels"): _NO_WRITE_ERRORS,
-    ("native", "outdated_schema"): _VERSIONED_URL_ONLY,
-    ("rxdb-websocket", "outdated_schema"): _VERSIONED_URL_ONLY,
 }
 # Pending in node: not runnable yet.
 PENDING: set[str] = set()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -26,7 +27,7 @@ import pytest
 from syncd import __version__
 from syncd.db import migrate
 from syncd.db.urls import asyncpg_dsn
-from tests.support import REPO, PostgresServer, free_port
+from tests.support import REPO, PostgresServer, SyncdProcess, free_port
 
 TODOS_SCHEMA = REPO / "examples" / "todos.schema.json"
 COMPOSITE_SCHEMA: dict[str, Any] = {
@@ -214,7 +215,8 @@ def _write_json(path: Path, value: Any) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["migrate"], ["collections"], ["collections", "add"], ["collections", "list"]],
+    [[], ["serve"], ["migrate"], ["collections"], ["collections", "add"], ["collections", "list"],
+     ["collections", "show"], ["collections", "remove"]],
     ids=lambda c: " ".join(c) or "syncd",
 )
 def test_help(command: list[str], tmp_path: Path) -> None:
@@ -417,8 +419,8 @@ def test_collections_add_refuses_a_lower_version(migrated_url: str, tmp_path: Pa
     assert "added collection 'todos'" in _ok(
         _syncd("collections", "add", "todos", "--schema", v1, env=env)
     )
-    # The same version again is an update ...
-    assert "updated collection 'todos'" in _ok(
+    # The same schema again changes nothing ...
+    assert "unchanged collection 'todos'" in _ok(
         _syncd("collections", "add", "todos", "--schema", v1, env=env)
     )
     # ... a lower one is refused, and the collection stays where it was.
@@ -506,3 +508,189 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None
             pass
         time.sleep(0.1)
     pytest.fail(f"syncd serve not ready in {READY_TIMEOUT}s:\n{log.read_text()}")
+
+
+@pytest.mark.postgres
+def test_collections_add_refuses_another_schema_under_the_same_version(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    v1: dict[str, Any] = {**orjson.loads(TODOS_SCHEMA.read_bytes()), "version": 1}
+    v1_file = _write_json(tmp_path / "todos-v1.json", v1)
+    _ok(_syncd("collections", "add", "todos", "--schema", v1_file, env=env))
+    changed = {**v1, "properties": {**v1["properties"], "due": {"type": "string"}}}
+    changed_file = _write_json(tmp_path / "todos-v1-changed.json", changed)
+
+    stderr = _refused(_syncd("collections", "add", "todos", "--schema", changed_file, env=env))
+    assert "already registered at schema version 1 with a different schema" in stderr
+    assert 'raise "version"' in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert "due" not in _ok(_syncd("collections", "show", "todos", env=env))
+
+    # Another access rule under the same schema is an update; the same one again is not.
+    rule = _write_json(tmp_path / "access.json", {"read": {"scope": ["todos:read"]}})
+    assert "updated collection 'todos'" in _ok(
+        _syncd("collections", "add", "todos", "--schema", v1_file, "--access", rule, env=env)
+    )
+    assert "unchanged collection 'todos'" in _ok(
+        _syncd("collections", "add", "todos", "--schema", v1_file, "--access", rule, env=env)
+    )
+    # The change registered under a new version is an update.
+    v2_file = _write_json(tmp_path / "todos-v2.json", {**changed, "version": 2})
+    assert "updated collection 'todos' (primary key 'id', schema version 2)" in _ok(
+        _syncd("collections", "add", "todos", "--schema", v2_file, env=env)
+    )
+    assert _collections(migrated_url) == [("todos", "id", 2)]
+
+
+# Names no client can reach in a URL path segment (or that RxDB could never name a collection).
+UNREACHABLE_NAMES = [
+    "bad name/../x", "a/b", "with space", "tab\there", "..", "a..b", "50%off", "-todos",
+    ".todos", "x" * 129, "caf\u00e9", "",
+]
+# What RxDB accepts as collection names (15: ^[a-z][_$a-z0-9-]*$, 17 also upper case), and more.
+REACHABLE_NAMES = ["todos", "my-todos_v2$x", "humanCards", "Todos.Archive", "2024_notes"]
+
+
+@pytest.mark.postgres
+def test_collections_add_refuses_names_no_url_can_reach(migrated_url: str) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    for name in UNREACHABLE_NAMES:
+        stderr = _refused(
+            _syncd("collections", "add", "--schema", TODOS_SCHEMA, "--", name, env=env)
+        )
+        assert "letters, digits, '_', '$', '-' and '.'" in stderr, (name, stderr)
+        assert len(stderr.strip().splitlines()) == 1, stderr
+    assert _collections(migrated_url) == []
+
+
+@pytest.mark.postgres
+def test_registered_names_are_reachable_on_every_way_in(migrated_url: str) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    for name in REACHABLE_NAMES:
+        assert f"added collection {name!r}" in _ok(
+            _syncd("collections", "add", name, "--schema", TODOS_SCHEMA, env=env)
+        )
+    server = SyncdProcess(migrated_url)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+            for name in REACHABLE_NAMES:
+                doc = {"id": "t1", "title": name, "done": False, "_deleted": False}
+                segment = quote(name, safe="")  # as clients/js encodes it
+                pushed = http.post(f"/api/v1/sync/{segment}", json=[{"newDocumentState": doc}])
+                assert pushed.status_code == 200, (name, pushed.text)
+                pulled = http.get(f"/api/v1/sync/{name}")  # and as a hand-written URL
+                assert pulled.status_code == 200, (name, pulled.text)
+                assert pulled.json()["documents"] == [doc]
+                rxdb = http.get(f"/rxdb/{segment}/0/pull")
+                assert rxdb.status_code == 200, (name, rxdb.text)
+                assert rxdb.json()["documents"] == [doc]
+    finally:
+        server.stop()
+
+
+async def _insert_documents(url: str, collection: str, live: int, tombstones: int) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        for i in range(live + tombstones):
+            deleted = i >= live
+            await conn.execute(
+                "INSERT INTO syncd_documents (collection_id, id, data) "
+                "SELECT id, $2, $3::jsonb FROM syncd_collections WHERE name = $1",
+                collection, f"d{i}",
+                orjson.dumps({"id": f"d{i}", "title": "x", "_deleted": deleted}).decode(),
+            )
+    finally:
+        await conn.close()
+
+
+async def _document_count(url: str) -> dict[str, int]:
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        rows = await conn.fetch(
+            "SELECT c.name, count(*) AS n FROM syncd_documents d "
+            "JOIN syncd_collections c ON c.id = d.collection_id GROUP BY c.name"
+        )
+        orphans = await conn.fetchval(
+            "SELECT count(*) FROM syncd_documents d WHERE NOT EXISTS "
+            "(SELECT 1 FROM syncd_collections c WHERE c.id = d.collection_id)"
+        )
+        assert orphans == 0
+        return {r["name"]: r["n"] for r in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.postgres
+def test_collections_show_and_remove(migrated_url: str, tmp_path: Path) -> None:
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    rule: dict[str, Any] = {"partition_claim": "sub", "read": {"scope": ["todos:read"]}}
+    rule_file = _write_json(tmp_path / "access.json", rule)
+    _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, "--access", rule_file,
+               env=env))
+    _ok(_syncd("collections", "add", "notes", "--schema",
+               _write_json(tmp_path / "notes.json", COMPOSITE_SCHEMA), env=env))
+    asyncio.run(_insert_documents(migrated_url, "todos", live=3, tombstones=1))
+    asyncio.run(_insert_documents(migrated_url, "notes", live=2, tombstones=0))
+
+    shown = _ok(_syncd("collections", "show", "todos", env=env))
+    lines = shown.splitlines()
+    assert lines[:3] == ["collection      todos", "primary key     id", "schema version  0"]
+    assert lines[3].startswith("access rule     ")
+    assert orjson.loads(lines[3].removeprefix("access rule")) == rule
+    assert "\ndocuments       3\n" in shown
+    assert "\ntombstones      1 " in shown
+    schema_text = shown.split("\nschema:\n", 1)[1]
+    assert orjson.loads(schema_text) == orjson.loads(TODOS_SCHEMA.read_bytes())
+    shown_notes = _ok(_syncd("collections", "show", "notes", env=env))
+    assert "access rule     none (shared by every authenticated caller)" in shown_notes
+    assert "\ndocuments       2\n" in shown_notes
+
+    stderr = _refused(_syncd("collections", "show", "nope", env=env))
+    assert "there is no collection 'nope'" in stderr
+
+    # Without --yes: refused in one line that says what would go; nothing is removed.
+    stderr = _refused(_syncd("collections", "remove", "todos", env=env))
+    assert stderr.strip() == (
+        "syncd: removing collection 'todos' deletes its 3 document(s) and 1 tombstone(s) for "
+        "good; run `syncd collections remove todos --yes` to do it"
+    )
+    assert _document_count_sync(migrated_url) == {"todos": 4, "notes": 2}
+
+    out = _ok(_syncd("collections", "remove", "todos", "--yes", env=env))
+    assert out.strip() == "removed collection 'todos' and its 3 document(s) and 1 tombstone(s)"
+    assert _collections(migrated_url) == [("notes", "id", 0)]
+    assert _document_count_sync(migrated_url) == {"notes": 2}
+    assert "there is no collection 'todos'" in _refused(
+        _syncd("collections", "remove", "todos", "--yes", env=env)
+    )
+    # The name can be registered again, empty.
+    _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
+    assert "\ndocuments       0\n" in _ok(_syncd("collections", "show", "todos", env=env))
+
+
+def _document_count_sync(url: str) -> dict[str, int]:
+    return asyncio.run(_document_count(url))
+
+
+@pytest.mark.postgres
+def test_removing_a_collection_a_server_has_cached(migrated_url: str) -> None:
+    """A push into a collection removed while a server still trusts its cached definition is a
+    404 unknown_collection, not a 500 (the documents' foreign key refuses the rows)."""
+    env = _env(SYNCD_DATABASE_URL=migrated_url)
+    _ok(_syncd("collections", "add", "todos", "--schema", TODOS_SCHEMA, env=env))
+    server = SyncdProcess(migrated_url, env={"SYNCD_COLLECTION_CACHE_SECONDS": "300"})
+    try:
+        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+            doc = {"id": "t1", "title": "x", "done": False, "_deleted": False}
+            pushed = http.post("/api/v1/sync/todos", json=[{"newDocumentState": doc}])
+            assert pushed.status_code == 200, pushed.text  # the definition is cached now
+            _ok(_syncd("collections", "remove", "todos", "--yes", env=env))
+            again = http.post("/api/v1/sync/todos", json=[{"newDocumentState": doc}])
+            assert again.status_code == 404, again.text
+            assert again.json()["error"]["code"] == "unknown_collection"
+            # ... and the node forgot it: the next request is refused without a write attempt.
+            assert http.get("/api/v1/sync/todos").status_code == 404
+    finally:
+        server.stop()
+    assert "internal_error" not in server.log() and "Traceback" not in server.log()

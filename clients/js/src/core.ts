@@ -16,7 +16,7 @@ import type { RxReplicationState } from 'rxdb/plugins/replication';
 import { SyncdError } from './errors.js';
 import { createRequester, type FetchLike, type TokenSource } from './http.js';
 import { syncdStream, type WebSocketConstructor } from './stream.js';
-import { endpointUrl, pullUrl, type BackoffOptions } from './wire.js';
+import { endpointUrl, pullUrl, SCHEMA_VERSION_HEADER, type BackoffOptions } from './wire.js';
 
 export { SyncdError } from './errors.js';
 export type { SyncdErrorDetails, SyncdErrorSource } from './errors.js';
@@ -24,6 +24,7 @@ export type { FetchLike, ResponseLike, TokenSource } from './http.js';
 export type { WebSocketConstructor } from './stream.js';
 export {
     backoffDelay, endpointUrl, isPermanentCloseCode, isPermanentStatus, pullUrl, streamTarget,
+    CLOSE_OUTDATED, OUTDATED_STATUS, SCHEMA_VERSION_HEADER, SCHEMA_VERSION_QUERY,
     type BackoffOptions,
 } from './wire.js';
 
@@ -69,6 +70,8 @@ export type SyncdReplicationOptions<RxDocType> = {
     /**
      * Called with every permanent failure: a 4xx other than 401/408/425/429 on pull or push, or a
      * stream closed with 4000 + such a status (4404 unknown collection, 4403 forbidden, …).
+     * `code: 'outdated_schema'` (426, stream 4426): the collection's schema version on syncd is
+     * newer than this app's `collection.schema.version`; the app must be updated.
      */
     onPermanentError?: (error: SyncdError) => void;
     /**
@@ -105,7 +108,14 @@ export function replicateSyncdWith<RxDocType>(
     const live = options.live ?? true;
     const fetchImpl: FetchLike = options.fetch ?? defaultFetch();
     const cancelOnPermanentError = options.cancelOnPermanentError ?? true;
-    const request = createRequester({ fetch: fetchImpl, token: options.token, headers: options.headers ?? {} });
+    // Every request states the app's schema version: syncd answers an outdated one with 426.
+    const schemaVersion = options.collection.schema?.version;
+    const stated = typeof schemaVersion === 'number' ? schemaVersion : undefined;
+    const headers: Record<string, string> = { ...options.headers };
+    if (stated !== undefined) {
+        headers[SCHEMA_VERSION_HEADER] = String(stated);
+    }
+    const request = createRequester({ fetch: fetchImpl, token: options.token, headers });
     const permanentErrors = new Subject<SyncdError>();
     const streamConnected = new BehaviorSubject<boolean>(false);
 
@@ -159,6 +169,7 @@ export function replicateSyncdWith<RxDocType>(
                 endpoint,
                 WebSocket: options.WebSocket ?? (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket,
                 token: options.token,
+                schemaVersion: stated,
                 backoff: options.reconnect ?? {},
                 connected$: streamConnected,
                 onPermanentError: (error) => {

@@ -1,5 +1,5 @@
 import { SyncdError, type SyncdErrorSource } from './errors.js';
-import { isPermanentStatus } from './wire.js';
+import { isPermanentStatus, OUTDATED_STATUS } from './wire.js';
 
 /** The part of `fetch` the helper uses; the global `fetch` of browsers and Node 18+ fits. */
 export type FetchLike = (
@@ -122,7 +122,9 @@ function errorFromAnswer(
         // not syncd's envelope (a proxy's page, say): report the raw text
     }
     const what = message ?? (clip(text) || response.statusText || 'no body');
-    const kind = permanent ? 'permanent; retrying the same request cannot succeed'
+    const kind = status === OUTDATED_STATUS
+        ? 'permanent; this version of the app is outdated: update it to the schema version syncd has'
+        : permanent ? 'permanent; retrying the same request cannot succeed'
         : status === 401 ? 'unauthorized; retried with a fresh token'
             : 'retried';
     return new SyncdError(

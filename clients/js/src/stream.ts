@@ -2,7 +2,8 @@ import { BehaviorSubject, Observable } from 'rxjs';
 import { SyncdError } from './errors.js';
 import { resolveToken, describe, type TokenSource } from './http.js';
 import {
-    backoffDelay, CLOSE_REAUTHENTICATE, isPermanentCloseCode, streamTarget, type BackoffOptions,
+    backoffDelay, CLOSE_OUTDATED, CLOSE_REAUTHENTICATE, isPermanentCloseCode, streamTarget,
+    type BackoffOptions,
 } from './wire.js';
 
 /**
@@ -27,6 +28,8 @@ export type StreamOptions = {
     endpoint: string;
     WebSocket: WebSocketConstructor;
     token: TokenSource;
+    /** The app's RxDB schema version, sent as `?schemaVersion=`; an outdated one closes with 4426. */
+    schemaVersion?: number;
     backoff: BackoffOptions;
     /** True while a socket is open and syncd confirmed the subscription (its opening "RESYNC"). */
     connected$: BehaviorSubject<boolean>;
@@ -88,7 +91,7 @@ export function syncdStream<Doc, Checkpoint>(options: StreamOptions): Observable
             if (stopped) {
                 return;
             }
-            const target = streamTarget(options.endpoint, token);
+            const target = streamTarget(options.endpoint, token, options.schemaVersion);
             let ws: SocketLike;
             try {
                 ws = new options.WebSocket(target.url, target.protocols) as SocketLike;
@@ -147,10 +150,16 @@ export function syncdStream<Doc, Checkpoint>(options: StreamOptions): Observable
                 }
                 if (isPermanentCloseCode(code)) {
                     const reason = event.reason ? `: ${event.reason}` : '';
+                    // the close event has no room for syncd's error code; 4426 has only one
+                    const outdated = code === CLOSE_OUTDATED;
+                    const what = outdated ? ' outdated_schema (update the app)' : '';
                     options.onPermanentError(new SyncdError(
-                        `syncd stream closed with ${code}${reason} (${target.url.split('?')[0]}; ` +
+                        `syncd stream closed with ${code}${what}${reason} (${target.url.split('?')[0]}; ` +
                         `permanent; ${options.retryPermanent ? 'reconnecting with backoff' : 'not reconnecting'})`,
-                        { source: 'stream', permanent: true, closeCode: code, status: code - 4000, url: target.url.split('?')[0] }
+                        {
+                            source: 'stream', permanent: true, closeCode: code, status: code - 4000,
+                            code: outdated ? 'outdated_schema' : undefined, url: target.url.split('?')[0],
+                        }
                     ));
                     if (!options.retryPermanent) {
                         return;

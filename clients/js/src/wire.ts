@@ -14,6 +14,17 @@ export const TOKEN_SUBPROTOCOL_PREFIX = 'bearer.';
 export const CLOSE_REAUTHENTICATE = 4401;
 
 /**
+ * The app's RxDB schema version (`collection.schema.version`) goes with every request: as this
+ * header on pull and push, as this query parameter on the stream (a browser's WebSocket cannot
+ * set headers). syncd answers an older version than the collection's with 426 `outdated_schema`
+ * (the stream closes with {@link CLOSE_OUTDATED}): permanent, the app must be updated.
+ */
+export const SCHEMA_VERSION_HEADER = 'x-syncd-schema-version';
+export const SCHEMA_VERSION_QUERY = 'schemaVersion';
+export const OUTDATED_STATUS = 426;
+export const CLOSE_OUTDATED = 4000 + OUTDATED_STATUS;
+
+/**
  * `https://sync.example.com/base` + `todos` → `https://sync.example.com/base/api/v1/sync/todos`.
  * The collection name is percent-encoded as one path segment.
  */
@@ -59,21 +70,27 @@ export function streamUrl(endpoint: string): string {
 }
 
 /**
- * Where the websocket carries the token. Browsers cannot set an Authorization header on a
+ * Where the websocket carries the token (and the app's schema version, as `?schemaVersion=`). Browsers cannot set an Authorization header on a
  * websocket, so the token is offered as the subprotocol `bearer.<token>` (next to `syncd.v1`,
  * which syncd selects; the token is never echoed back). A subprotocol must be an RFC 7230
  * token; tokens with other characters (e.g. base64 with `/`, `+`, `=`) go in the query
  * parameter `access_token` instead, where they can end up in proxy logs.
  */
-export function streamTarget(endpoint: string, token: string | undefined): { url: string; protocols: string[] } {
+export function streamTarget(
+    endpoint: string, token: string | undefined, schemaVersion?: number
+): { url: string; protocols: string[] } {
+    const query: string[] = [];
+    if (schemaVersion !== undefined) {
+        query.push(`${SCHEMA_VERSION_QUERY}=${encodeURIComponent(String(schemaVersion))}`);
+    }
+    const protocols = [STREAM_SUBPROTOCOL];
+    if (token && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(token)) {
+        protocols.push(TOKEN_SUBPROTOCOL_PREFIX + token);
+    } else if (token) {
+        query.push(`access_token=${encodeURIComponent(token)}`);
+    }
     const url = streamUrl(endpoint);
-    if (!token) {
-        return { url, protocols: [STREAM_SUBPROTOCOL] };
-    }
-    if (/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(token)) {
-        return { url, protocols: [STREAM_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token] };
-    }
-    return { url: `${url}?access_token=${encodeURIComponent(token)}`, protocols: [STREAM_SUBPROTOCOL] };
+    return { url: query.length ? `${url}?${query.join('&')}` : url, protocols };
 }
 
 /**

@@ -145,6 +145,36 @@ test('a permanent error (404 unknown collection) is surfaced and cancels the rep
     await col.database.close();
 });
 
+test('every request states the schema version; a 426 outdated_schema cancels and says to update', async () => {
+    const col = await collection();
+    const { fetch, requests } = fakeFetch(() => json(426, {
+        error: { code: 'outdated_schema', message: "schema version 0 is outdated: collection 'todos' is at version 1" },
+    }));
+    await col.insert({ id: 'a', title: 'A' });
+    const seen = [];
+    const replication = replicateSyncd({
+        collection: col, url: 'http://syncd.test', retryTime: 10, fetch,
+        WebSocket: class { close() {} },
+        headers: { 'x-app': 'yes' },
+        onPermanentError: (e) => seen.push(e),
+    });
+    await new Promise((resolve) => {
+        replication.canceled$.subscribe((c) => c && resolve());
+    });
+    assert.ok(requests.length >= 1);
+    for (const request of requests) {
+        assert.equal(request.headers['x-syncd-schema-version'], '0');
+        assert.equal(request.headers['x-app'], 'yes');
+    }
+    assert.equal(seen[0].status, 426);
+    assert.equal(seen[0].code, 'outdated_schema');
+    assert.equal(seen[0].permanent, true);
+    assert.match(seen[0].message, /426 outdated_schema: schema version 0 is outdated/);
+    assert.match(seen[0].message, /update it to the schema version syncd has/);
+    assert.ok(replication.isStopped());
+    await col.database.close();
+});
+
 test('cancelOnPermanentError: false keeps retrying and reports every failure', async () => {
     const col = await collection();
     let gets = 0;

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createRxDatabase } from 'rxdb';
+import { addRxPlugin, createRxDatabase } from 'rxdb';
+import { RxDBMigrationSchemaPlugin } from 'rxdb/plugins/migration-schema';
 import { getRxStorageMemory } from 'rxdb/plugins/storage-memory';
 import WebSocket from 'ws';
 import { replicateSyncd } from '../dist/index.js';
@@ -71,6 +72,11 @@ before(async () => {
     writeFileSync(schemaFile, JSON.stringify(schema));
     const added = spawnSync(python, ['-m', 'syncd', 'collections', 'add', 'todos', '--schema', schemaFile], { env, encoding: 'utf8' });
     assert.equal(added.status, 0, added.stderr);
+    // the same collection after a schema change: version 1
+    const v1File = join(dataDir, 'todos-v1.schema.json');
+    writeFileSync(v1File, JSON.stringify({ ...schema, version: 1 }));
+    const addedV1 = spawnSync(python, ['-m', 'syncd', 'collections', 'add', 'todosv1', '--schema', v1File], { env, encoding: 'utf8' });
+    assert.equal(addedV1.status, 0, addedV1.stderr);
 });
 
 after(async () => {
@@ -89,10 +95,13 @@ after(async () => {
     }
 });
 
+// apps whose schema has versions > 0 (with migrationStrategies) load it
+addRxPlugin(RxDBMigrationSchemaPlugin);
+
 let counter = 0;
-async function client(collectionSchema = clientSchema) {
+async function client(collectionSchema = clientSchema, migrationStrategies = undefined) {
     const db = await createRxDatabase({ name: `livetest${counter++}`, storage: getRxStorageMemory(), multiInstance: false });
-    await db.addCollections({ todos: { schema: collectionSchema } });
+    await db.addCollections({ todos: { schema: collectionSchema, migrationStrategies } });
     return db;
 }
 
@@ -157,4 +166,35 @@ test('a document syncd refuses (422 schema_violation) is a permanent push error 
     assert.equal(push.code, 'schema_violation');
     assert.match(JSON.stringify(push.details), /no-title/);
     await db.close();
+});
+
+test('an app older than the collection\'s schema version is told to update; the updated app syncs', { timeout: 60_000, skip: !available }, async () => {
+    const old = await client(); // schema version 0; syncd's todosv1 is at version 1
+    await old.todos.insert({ id: 'from-old', title: 'old shape' });
+    const errors = [];
+    const outdated = replicateSyncd({
+        collection: old.todos, url, collectionName: 'todosv1', WebSocket, retryTime: 50,
+        onPermanentError: (e) => errors.push(e),
+    });
+    await first(outdated.canceled$, Boolean);
+    assert.ok(errors.length >= 1);
+    for (const error of errors) {
+        assert.equal(error.code, 'outdated_schema', JSON.stringify(errors));
+        assert.equal(error.status, 426);
+        assert.match(error.message, /schema version 0 is outdated: collection 'todosv1' is at version 1/);
+    }
+
+    const updated = await client({ ...clientSchema, version: 1 }, { 1: (doc) => doc });
+    const replication = replicateSyncd({
+        collection: updated.todos, url, collectionName: 'todosv1', WebSocket, retryTime: 50,
+        replicationIdentifier: 'live-v1',
+    });
+    await updated.todos.insert({ id: 'from-updated', title: 'new shape' });
+    await replication.awaitInSync();
+    await first(replication.streamConnected$, Boolean);
+    const pulled = await (await fetch(`${url}/api/v1/sync/todosv1`)).json();
+    assert.deepEqual(pulled.documents.map((d) => d.id), ['from-updated']); // nothing of the old app
+    assert.ok(!replication.isStopped());
+    await old.close();
+    await updated.close();
 });

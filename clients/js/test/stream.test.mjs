@@ -156,6 +156,23 @@ test('a permanent close code is reported once and not retried', async () => {
     s.subscription.unsubscribe();
 });
 
+test('the schema version goes in the URL; 4426 is a permanent outdated_schema error', async () => {
+    const s = open({ schemaVersion: 2 });
+    await until(() => FakeSocket.made.length === 1, 'a socket');
+    assert.equal(FakeSocket.made[0].url, 'ws://h/api/v1/sync/todos/stream?schemaVersion=2');
+    FakeSocket.made[0].drop(4426, "schema version 2 is outdated: collection 'todos' is at version 3");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(FakeSocket.made.length, 1); // not retried
+    assert.equal(s.permanent.length, 1);
+    const [err] = s.permanent;
+    assert.equal(err.closeCode, 4426);
+    assert.equal(err.status, 426);
+    assert.equal(err.code, 'outdated_schema');
+    assert.equal(err.permanent, true);
+    assert.match(err.message, /4426 outdated_schema \(update the app\): schema version 2 is outdated/);
+    s.subscription.unsubscribe();
+});
+
 test('with retryPermanent, a permanent close is reported and retried with backoff', async () => {
     const s = open({ retryPermanent: true });
     await until(() => FakeSocket.made.length === 1, 'a socket');

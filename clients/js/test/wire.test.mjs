@@ -40,6 +40,13 @@ test('the stream URL and where the token goes', () => {
     assert.deepEqual(streamTarget('http://h/api/v1/sync/t', 'a/b+c=='), {
         url: 'ws://h/api/v1/sync/t/stream?access_token=a%2Fb%2Bc%3D%3D', protocols: ['syncd.v1'],
     });
+    // the app's schema version rides in the query (a browser's WebSocket cannot set headers)
+    assert.deepEqual(streamTarget('http://h/api/v1/sync/t', 'eyJ.abc-_.sig', 0), {
+        url: 'ws://h/api/v1/sync/t/stream?schemaVersion=0', protocols: ['syncd.v1', 'bearer.eyJ.abc-_.sig'],
+    });
+    assert.deepEqual(streamTarget('http://h/api/v1/sync/t', 'a/b', 3), {
+        url: 'ws://h/api/v1/sync/t/stream?schemaVersion=3&access_token=a%2Fb', protocols: ['syncd.v1'],
+    });
 });
 
 test('which HTTP statuses are permanent', () => {
@@ -52,7 +59,7 @@ test('which HTTP statuses are permanent', () => {
 });
 
 test('which close codes are permanent', () => {
-    for (const code of [4400, 4403, 4404, 4413, 4422]) {
+    for (const code of [4400, 4403, 4404, 4413, 4422, 4426]) {
         assert.equal(isPermanentCloseCode(code), true, String(code));
     }
     for (const code of [1000, 1001, 1006, 1011, 1012, 1013, 4401, 4408, 4429, 4500, 4503, 3000]) {

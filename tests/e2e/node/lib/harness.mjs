@@ -193,9 +193,12 @@ export class Context {
         return rpc('restart_syncd');
     }
 
-    /** An RxDB client (its own in-memory database) for `collectionName`, not yet replicating. */
-    async client(name, collectionName, { schema = TODO_SCHEMA, resolveConflict } = {}) {
-        const client = new Client(this, name, collectionName, schema, resolveConflict);
+    /**
+     * An RxDB client (its own in-memory database) for `collectionName`, not yet replicating; a
+     * `schema` with a version > 0 needs `migrationStrategies`, as in an app.
+     */
+    async client(name, collectionName, { schema = TODO_SCHEMA, resolveConflict, migrationStrategies } = {}) {
+        const client = new Client(this, name, collectionName, schema, resolveConflict, migrationStrategies);
         await client.open();
         this.clients.push(client);
         return client;
@@ -263,8 +266,9 @@ export class Context {
 }
 
 export class Client {
-    constructor(ctx, name, collectionName, schema, resolveConflict) {
+    constructor(ctx, name, collectionName, schema, resolveConflict, migrationStrategies) {
         this.ctx = ctx;
+        this.migrationStrategies = migrationStrategies;
         this.name = name;
         this.collectionName = collectionName;
         this.schema = schema;
@@ -278,6 +282,9 @@ export class Client {
     async open() {
         this.db = await this.ctx.rx.createDatabase(`${this.name}${this.ctx.runId}`.toLowerCase().replace(/[^a-z0-9]/g, ''));
         const definition = { schema: this.schema };
+        if (this.migrationStrategies) {
+            definition.migrationStrategies = this.migrationStrategies;
+        }
         if (this.resolveConflict) {
             definition.conflictHandler = this.ctx.rx.conflictHandler(async (input) => {
                 this.conflictsResolved += 1;

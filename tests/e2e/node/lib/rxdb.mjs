@@ -30,6 +30,9 @@ export async function loadRxdb(version, { format = 'esm' } = {}) {
     const core = await load(pkg);
     const { getRxStorageMemory } = await load(`${pkg}/plugins/storage-memory`);
     const { replicateRxCollection } = await load(`${pkg}/plugins/replication`);
+    // Collections whose schema has a version > 0 (with migrationStrategies) need it, as in apps.
+    const { RxDBMigrationSchemaPlugin } = await load(`${pkg}/plugins/migration-schema`);
+    core.addRxPlugin(RxDBMigrationSchemaPlugin);
     const installed = require(`${pkg}/package.json`).version;
     const major = Number(installed.split('.')[0]);
 

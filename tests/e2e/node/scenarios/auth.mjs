@@ -18,8 +18,14 @@
  *   `result: null`, which it retries every retryTime, forever (docs/rxdb-compat.md, "Errors").
  * - auth_partition_isolation: two users replicate one partitioned collection, with the same ids
  *   on both sides; each ends with only their own documents, and syncd holds both sets apart.
- * - outdated_schema (rxdb-server only, no auth needed): the collection is at schema version 1,
- *   the client at 0: 426, outdatedClient$, the replication is canceled.
+ * - outdated_schema (every way, no auth needed): the collection is at schema version 1. A client
+ *   at version 0 gets the outdated answer its library understands, and nothing of it is written:
+ *     native          426 outdated_schema → permanentError$ (onPermanentError), canceled
+ *     rxdb-server     426 → outdatedClient$, canceled
+ *     rxdb-websocket  no outdated signal exists: every request of its socket (URL
+ *                     ?schemaVersion=0) fails with outdated_schema; its write is retried
+ *                     (RC_PUSH_NO_AR on error$), its pulls get empty pages, it is not canceled
+ *   Then two clients at version 1 (with a migration strategy) replicate with it and converge.
  */
 import { TODO_SCHEMA, assert, assertSameDocs, eventually, sleep } from '../lib/harness.mjs';
 
@@ -33,8 +39,6 @@ export const OWNED_ACCESS = { partition_claim: 'sub', owner_field: 'owner', writ
 const WEBSOCKET_NO_ERROR_CHANNEL = 'replicateWithWebsocketServer has no error channel for a write: '
     + 'syncd answers a 403 with `result: null`, which the client retries every retryTime forever '
     + '(RC_PUSH_NO_AR); it can neither tell the app nor cancel';
-const VERSIONED_URL_ONLY = 'only replicateServer names a schema version (/rxdb/{collection}/{version}); '
-    + 'the native API and the RxDB websocket protocol have none';
 
 /** Both clients start with tokens that expire in ~3 s and keep writing for ~6 s. */
 export async function authRefreshOn401(ctx) {
@@ -153,22 +157,63 @@ export async function authPartitionIsolation(ctx) {
     }
 }
 
-/** The collection is registered at schema version 1; a client at version 0 is told it is outdated. */
+/**
+ * The collection is registered at schema version 1; a client at version 0 is told it is outdated
+ * (as far as its library can be told), clients at version 1 replicate.
+ */
 export async function outdatedSchema(ctx) {
-    const name = await ctx.collection({ ...TODO_SCHEMA, version: 1 });
-    const client = await ctx.client('old', name); // TODO_SCHEMA is version 0
-    await client.collection.insert({ id: 'x', title: 'from an outdated client' });
-    const replication = await client.start();
-    await eventually(() => assert(replication.signals.outdated >= 1, 'outdatedClient$ has not emitted'),
-        { timeout: 15_000, what: 'outdatedClient$' });
-    await eventually(() => assert(replication.state.isStopped(), 'still replicating'),
-        { timeout: 10_000, what: 'the replication to be canceled' });
+    const v1 = { ...TODO_SCHEMA, version: 1 };
+    const name = await ctx.collection(v1);
+    const old = await ctx.client('old', name); // TODO_SCHEMA is version 0
+    const oldDoc = { id: 'x', title: 'from an outdated client' };
+    await old.collection.insert(oldDoc);
+    const replication = await old.start();
+    const signals = replication.signals;
+    if (ctx.way.name === 'rxdb-websocket') {
+        await eventually(() => assert(old.errors.some((e) => e.code === 'RC_PUSH_NO_AR'),
+            `no failed write on error$ yet: ${JSON.stringify(old.errors.slice(-3))}`),
+        { timeout: 15_000, what: 'the refused write on error$' });
+        assert(!replication.state.isStopped(), 'canceled, though this client has no outdated signal');
+    } else {
+        await eventually(() => assert(signals.outdated + signals.permanentErrors.length > 0, 'not told yet'),
+            { timeout: 15_000, what: 'the outdated answer to be surfaced' });
+        await eventually(() => assert(replication.state.isStopped(), 'still replicating'),
+            { timeout: 10_000, what: 'the replication to be canceled' });
+        if (ctx.way.name === 'native') {
+            const [first] = signals.permanentErrors;
+            assert(first.status === 426 && first.code === 'outdated_schema',
+                `permanent error ${JSON.stringify(signals.permanentErrors)}`);
+        } else {
+            assert(signals.outdated >= 1, 'outdatedClient$ never emitted');
+        }
+    }
     assertSameDocs({}, await ctx.serverDocuments(name), 'syncd after an outdated client');
+
+    // The updated app: version 1 with a migration strategy, as RxDB requires for a new version.
+    const migrationStrategies = { 1: (doc) => doc };
+    const updated = [];
+    for (const tag of ['new-a', 'new-b']) {
+        updated.push(await ctx.client(tag, name, { schema: v1, migrationStrategies }));
+    }
+    const newDoc = { id: 'y', title: 'from an updated client' };
+    await updated[0].collection.insert(newDoc);
+    for (const client of updated) {
+        await client.start();
+    }
+    await Promise.all(updated.map((client) => client.awaitInSync()));
+    const state = await ctx.converged(name, updated, { timeout: 30_000 });
+    assertSameDocs({ y: newDoc }, state, 'syncd after the updated clients');
+    for (const client of updated) {
+        assert(client.unexpectedErrors().length === 0, `${client.name}: errors ${JSON.stringify(client.errors.slice(-3))}`);
+    }
+    // The outdated client got nothing of it (canceled, or served empty pages and no stream).
+    await sleep(500);
+    assertSameDocs({ x: oldDoc }, await old.state(), 'the outdated client');
 }
 
 export const authScenarios = {
     auth_refresh_on_401: { run: authRefreshOn401, authServer: true },
     auth_403_cancels: { run: auth403Cancels, authServer: true, notFor: { 'rxdb-websocket': WEBSOCKET_NO_ERROR_CHANNEL } },
     auth_partition_isolation: { run: authPartitionIsolation, authServer: true },
-    outdated_schema: { run: outdatedSchema, notFor: { native: VERSIONED_URL_ONLY, 'rxdb-websocket': VERSIONED_URL_ONLY } },
+    outdated_schema: { run: outdatedSchema },
 };

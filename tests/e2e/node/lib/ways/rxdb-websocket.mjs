@@ -9,6 +9,8 @@
  *   client: stats.countsPulls = stats.seesLive = false, and the scenarios skip the checks that
  *   need pull counts or connection counts (received$ still counts documents, and deliveries
  *   through the stream are still timed).
+ * - The app's schema version goes in the URL (`?schemaVersion=N`), which the client passes through
+ *   unchanged: syncd fails every request of an outdated client with `outdated_schema`.
  * - Credentials go in the `auth` message, as `headers`, which the client sends again from
  *   `options.headers` on every (re)connect. It gives the app no sign of a 401: syncd answers the
  *   requests (empty page, `result: null`) and closes with 4401, the client reconnects silently.
@@ -33,7 +35,8 @@ export const rxdbWebsocket = {
         const options = {
             collection: args.collection,
             replicationIdentifier: args.identifier,
-            url: `${args.syncdUrl.replace(/^http/, 'ws')}/rxdb/ws`,
+            // the client's messages carry no schema version: the URL does (docs/rxdb-compat.md)
+            url: `${args.syncdUrl.replace(/^http/, 'ws')}/rxdb/ws?schemaVersion=${args.collection.schema.version}`,
             live: args.live,
             batchSize: args.batchSize,
             headers: token ? { authorization: `Bearer ${token}` } : undefined,
