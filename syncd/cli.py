@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from syncd import multiprocess
 from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
@@ -125,10 +126,6 @@ def database_url(settings: Settings) -> str:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from syncd.web import draining
-
     host = args.host or settings.host
     if settings.auth_mode == "none" and not _is_loopback(host) and not (
         settings.auth_none_allow_public
@@ -152,6 +149,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     log.info("serving on http://%s:%s with %s worker(s), database %s", host, port, workers,
              redact(url))
+    with multiprocess.metrics_directory(workers):
+        _run_uvicorn(settings, host, port, workers)
+    return 0
+
+
+def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from syncd.web import draining
+
     uvicorn.run(
         "syncd.web.app:create_app",
         factory=True,
@@ -180,7 +187,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # websocket protocol); the others close at once, as with uvicorn's own protocol.
         ws=draining.PROTOCOL,
     )
-    return 0
 
 
 def _fast_or_warn(fast: str, fallback: str, what: str) -> str:
