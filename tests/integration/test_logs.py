@@ -11,6 +11,8 @@ import httpx
 import jwt
 import orjson
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.authworld import AUDIENCE, HS_SECRET, ISSUER
 from tests.conftest import TODO_SCHEMA, register
@@ -74,6 +76,10 @@ def test_json_lines_with_refused_requests_at_info_and_no_credentials(
                          json=[{"newDocumentState": {"id": "a", "title": "x" * 4096}}]
                          ).status_code == 413
         assert http.get(url, headers={"Authorization": f"Bearer {writer}"}).status_code == 200
+    # uvicorn logs a websocket's path with its query at info: the token must not be in it.
+    stream = url.replace("http://", "ws://") + f"/stream?access_token={forged}"
+    with connect(stream) as ws, pytest.raises(ConnectionClosed):
+        ws.recv(timeout=10)
     time.sleep(0.3)  # the last lines reach the log file
 
     logged = lines(json_syncd)
@@ -101,3 +107,5 @@ def test_json_lines_with_refused_requests_at_info_and_no_credentials(
     assert any(line["logger"].startswith("uvicorn") for line in logged)
     access = [line for line in logged if line["logger"] == "uvicorn.access"]
     assert any("access_token=***" in line["message"] for line in access), access
+    assert any("/stream?access_token=***" in line["message"] for line in logged
+               if line["logger"] == "uvicorn.error")
