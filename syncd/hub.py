@@ -413,8 +413,12 @@ class Hub:
         feed = self._feeds.get((collection_id, partition))
         if feed is not None:
             feed.wake.set()
+            if upto is None:
+                pass
+            elif feed.position is not None and feed.position >= upto:
+                metrics.FEED_LAG.observe(0.0)  # a poll read and offered it before we got here
             # Bounded: behind a long transaction the oldest commits are the ones worth timing.
-            if upto is not None and len(feed.commits) < MAX_TIMED_COMMITS:
+            elif len(feed.commits) < MAX_TIMED_COMMITS:
                 feed.commits.append((upto, time.monotonic()))
         if self.publish is not None:
             self.publish(collection_id)

@@ -39,22 +39,25 @@ class ObservabilityMiddleware:
         other routes are ``other``."""
         self.app = app
         self._ways = dict(ways)
-        self._children: dict[tuple[str, str, str, str], Any] = {}
+        # Label lookups take a lock and build a key; a request reuses its route's children.
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
+        self._timers: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        responded = 0.0
         status = 0
         code: str | None = None
         body_seen = False
 
         async def observed_send(message: Message) -> None:
-            nonlocal status, code, body_seen
+            nonlocal responded, status, code, body_seen
             if message["type"] == "http.response.start":
                 status = message["status"]
-                self._timed(scope, started)
+                responded = time.perf_counter()
             elif message["type"] == "http.response.body" and not body_seen:
                 body_seen = True
                 if status >= 400:  # error bodies are one small JSON envelope
@@ -65,17 +68,12 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, observed_send)
         except ClientDisconnect:
             # Nothing can be answered; the exception handler decides how loudly to log it.
-            if status == 0:
-                status = CLIENT_CLOSED
-                self._timed(scope, started)
-            raise
-        except BaseException:
-            if status == 0:
-                status = 500  # what the server's error handler answers
-                self._timed(scope, started)
+            status = status or CLIENT_CLOSED
             raise
         finally:
-            self._finished(scope, status or 500, code, started)
+            # No answer sent and no ClientDisconnect: the server's error handler answers 500.
+            self._finished(scope, status or 500, code, started,
+                           responded or time.perf_counter())
 
     def _labels(self, scope: Scope) -> tuple[str, str]:
         route = scope.get("route")
@@ -89,25 +87,29 @@ class ObservabilityMiddleware:
                 template = template.replace("{action}", action)
         return way, template
 
-    def _timed(self, scope: Scope, started: float) -> None:
+    def _finished(
+        self, scope: Scope, status: int, code: str | None, started: float, responded: float
+    ) -> None:
         way, route = self._labels(scope)
-        metrics.HTTP_DURATION.labels(way, route, scope["method"]).observe(
-            time.perf_counter() - started)
-
-    def _finished(self, scope: Scope, status: int, code: str | None, started: float) -> None:
-        way, route = self._labels(scope)
-        key = (way, route, scope["method"], str(status))
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metrics.HTTP_REQUESTS.labels(*key)
-        child.inc()
+        method = scope["method"]
+        duration = responded - started
+        timer = self._timers.get((way, route, method))
+        if timer is None:
+            timer = self._timers[way, route, method] = metrics.HTTP_DURATION.labels(
+                way, route, method)
+        timer.observe(duration)
+        key = (way, route, method, str(status))
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.HTTP_REQUESTS.labels(*key)
+        counter.inc()
         if status == CLIENT_CLOSED:
             return  # the exception handler logs it (at debug: the client chose to leave)
         level = (logging.WARNING if status >= 500 else logging.INFO if status >= 400
                  else logging.DEBUG)
         if not log.isEnabledFor(level):
             return
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        duration_ms = round(duration * 1000, 3)
         collection = scope.get("path_params", {}).get("collection")
         subject = scope.get(SUBJECT_SCOPE_KEY)
         event = ("request failed" if status >= 500 else "request refused" if status >= 400
