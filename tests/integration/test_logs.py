@@ -3,6 +3,7 @@ requests are there at info with their error code, and no token or cookie ever is
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -80,7 +81,20 @@ def test_json_lines_with_refused_requests_at_info_and_no_credentials(
     stream = url.replace("http://", "ws://") + f"/stream?access_token={forged}"
     with connect(stream) as ws, pytest.raises(ConnectionClosed):
         ws.recv(timeout=10)
-    time.sleep(0.3)  # the last lines reach the log file
+    # Clients that leave mid-request: before a pull's answer, and during a Server-Sent Events
+    # stream. Nothing went wrong on the server's side: no warning, no error.
+    auth = f"Authorization: Bearer {writer}\r\n"
+    for request, linger in ((f"GET /api/v1/sync/{collection} HTTP/1.1\r\n", 0.0),
+                            (f"GET /rxdb/{collection}/0/pullStream HTTP/1.1\r\n", 0.5)):
+        with socket.create_connection(("127.0.0.1", json_syncd.port)) as client:
+            client.sendall(f"{request}Host: x\r\n{auth}\r\n".encode())
+            time.sleep(linger)
+    # The stream's line is written once the server noticed its client left.
+    deadline = time.monotonic() + 10
+    while ('"route":"/rxdb/{collection}/{version}/pullStream"' not in json_syncd.log()
+           and time.monotonic() < deadline):
+        time.sleep(0.05)
+    time.sleep(0.2)
 
     logged = lines(json_syncd)
     text = json_syncd.log()
@@ -88,6 +102,7 @@ def test_json_lines_with_refused_requests_at_info_and_no_credentials(
         assert secret not in text
     for line in logged:
         assert {"time", "level", "logger", "message"} <= set(line), line
+        assert line["level"] in ("debug", "info"), line
     refused = [line for line in logged if line.get("event") == "request refused"]
     by_status = {line["status"]: line for line in refused}
     assert set(by_status) == {401, 403, 413, 422}, refused
@@ -102,7 +117,11 @@ def test_json_lines_with_refused_requests_at_info_and_no_credentials(
     assert by_status[403]["subject"] == "alice"
     assert "subject" not in by_status[401]  # nobody was identified
     served = [line for line in logged if line.get("event") == "request"]
-    assert [line["level"] for line in served if line.get("way") == "native"] == ["debug"]
+    # The authorized pull, and the one whose client left; the stream the other client left.
+    assert [line["level"] for line in served if line.get("way") == "native"] == ["debug"] * 2
+    assert [(line["level"], line["route"]) for line in served
+            if line.get("way") == "rxdb-server"] == [
+        ("debug", "/rxdb/{collection}/{version}/pullStream")]
     # uvicorn's own lines are JSON too (its startup line, and the access log at debug).
     assert any(line["logger"].startswith("uvicorn") for line in logged)
     access = [line for line in logged if line["logger"] == "uvicorn.access"]
