@@ -296,6 +296,14 @@ class Feed:
             self._readers.append((position, reader))
         return reader
 
+    def time_commit(self, upto: Position) -> None:
+        """Start timing this node's commit up to ``upto`` until a frame carries it."""
+        if self.position is not None and self.position >= upto:
+            metrics.FEED_LAG.observe(0.0)  # a poll read and offered it before we got here
+        # Bounded: behind a long transaction the oldest commits are the ones worth timing.
+        elif len(self.commits) < MAX_TIMED_COMMITS:
+            self.commits.append((upto, time.monotonic()))
+
     def _observe_lag(self) -> None:
         assert self.position is not None
         now = time.monotonic()
@@ -413,13 +421,8 @@ class Hub:
         feed = self._feeds.get((collection_id, partition))
         if feed is not None:
             feed.wake.set()
-            if upto is None:
-                pass
-            elif feed.position is not None and feed.position >= upto:
-                metrics.FEED_LAG.observe(0.0)  # a poll read and offered it before we got here
-            # Bounded: behind a long transaction the oldest commits are the ones worth timing.
-            elif len(feed.commits) < MAX_TIMED_COMMITS:
-                feed.commits.append((upto, time.monotonic()))
+            if upto is not None:
+                feed.time_commit(upto)
         if self.publish is not None:
             self.publish(collection_id)
 
