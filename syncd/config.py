@@ -49,6 +49,8 @@ class Settings:
     port: int = 8080
     workers: int = 1
     log_level: str = "info"
+    # "text", or "json": one JSON object per line for log shippers (syncd/logs.py).
+    log_format: str = "text"
     # 100 push rows whose assumed and new states are 1 MB each must fit, plus the JSON around them.
     max_body_bytes: int = 256 * MIB
     pull_default_limit: int = 100
@@ -201,6 +203,8 @@ class Settings:
             raise ConfigError("SYNCD_DATABASE_WAIT_SECONDS must not be negative")
         if self.workers < 1:
             raise ConfigError("SYNCD_WORKERS must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"SYNCD_LOG_FORMAT must be text or json, got {self.log_format!r}")
         if self.database_url and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):

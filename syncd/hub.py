@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Final
 
 from syncd import checkpoint as checkpoints
+from syncd import metrics
 from syncd.checkpoint import Position
 from syncd.db.store import DocumentStore
 from syncd.wire import page_body
@@ -31,6 +33,8 @@ from syncd.wire import page_body
 log = logging.getLogger("syncd.hub")
 
 FeedKey = tuple[uuid.UUID, str]  # (collection id, partition)
+# Commits per feed whose lag to their frame is timed at once (syncd_stream_feed_lag_seconds).
+MAX_TIMED_COMMITS = 10_000
 
 
 class Frame:
@@ -126,28 +130,35 @@ class Subscriber:
         # for it until it has caught up, so a stuck stream costs at most one push one wait.
         self.lagging = False
 
-    def offer(self, frame: Frame) -> None:
+    def offer(self, frame: Frame) -> bool:
+        """Write or queue the frame; False when it was dropped (the stream ends, or it
+        overflowed and gets a RESYNC instead)."""
         self.offered = frame.number
         if not self._queue:
             sink = self.sink
             if self._parked and sink is not None and sink(frame):
                 self._taken = frame.number
                 self._mark_sent(frame.number)
-                return
+                return True
         elif self._queue[-1] in _FINAL:
-            return
+            return False
         if self._bytes + len(frame.body) > self._max_bytes:
             self.overflows += 1
-            self.resync()
-            return
+            self.resync("overflow")
+            return False
         self._queue.append(frame)
         self._bytes += len(frame.body)
         self._ready.set()
+        return True
 
-    def resync(self) -> None:
-        """Drop what is queued: the client's pull after RESYNC covers all of it."""
+    def resync(self, reason: str | None = None) -> None:
+        """Drop what is queued: the client's pull after RESYNC covers all of it. ``reason``
+        names why continuity was lost (counted in ``syncd_stream_resyncs_total``); None for the
+        RESYNC a stream starts with."""
         if self._queue and self._queue[-1] in _FINAL:
             return
+        if reason is not None:
+            metrics.STREAM_RESYNCS.labels(reason).inc()
         self._queue.clear()
         self._bytes = 0
         self._queue.append(RESYNC)
@@ -234,6 +245,9 @@ class Feed:
         # Pushes waiting for the feed to read their changes: (their last position, future of
         # the number of the frame that holds it).
         self._readers: list[tuple[Position, asyncio.Future[int]]] = []
+        # This node's commits not yet offered, oldest first: (their last position, when the
+        # commit returned), for syncd_stream_feed_lag_seconds.
+        self.commits: deque[tuple[Position, float]] = deque()
         self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
         self.task: asyncio.Task[None] | None = None
 
@@ -258,8 +272,12 @@ class Feed:
                         page_body(page.documents, checkpoints.encode(page.last, store.epoch)),
                         self.frames,
                     )
+                    sent = 0
                     for subscriber in tuple(self.subscribers):
-                        subscriber.offer(frame)
+                        sent += subscriber.offer(frame)
+                    metrics.STREAM_FRAMES_SENT.inc(sent)
+                    if self.commits:
+                        self._observe_lag()
                     if self._readers:
                         self._release_readers()
                     if len(page.documents) < limit:
@@ -277,6 +295,20 @@ class Feed:
         else:
             self._readers.append((position, reader))
         return reader
+
+    def time_commit(self, upto: Position) -> None:
+        """Start timing this node's commit up to ``upto`` until a frame carries it."""
+        if self.position is not None and self.position >= upto:
+            metrics.FEED_LAG.observe(0.0)  # a poll read and offered it before we got here
+        # Bounded: behind a long transaction the oldest commits are the ones worth timing.
+        elif len(self.commits) < MAX_TIMED_COMMITS:
+            self.commits.append((upto, time.monotonic()))
+
+    def _observe_lag(self) -> None:
+        assert self.position is not None
+        now = time.monotonic()
+        while self.commits and self.commits[0][0] <= self.position:
+            metrics.FEED_LAG.observe(now - self.commits.popleft()[1])
 
     def _release_readers(self) -> None:
         assert self.position is not None
@@ -340,6 +372,7 @@ class Hub:
             await asyncio.gather(self._poller, return_exceptions=True)
         feeds, self._feeds = list(self._feeds.values()), {}
         for feed in feeds:
+            metrics.STREAM_SUBSCRIBERS.dec(len(feed.subscribers))
             for subscriber in feed.subscribers:
                 subscriber.end()
             await feed.stop()
@@ -358,6 +391,7 @@ class Hub:
             feed = self._feeds[key] = Feed(self, key)
         subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames)
         feed.subscribers.add(subscriber)
+        metrics.STREAM_SUBSCRIBERS.inc()
         try:
             await asyncio.shield(feed.ready)
         except BaseException:
@@ -368,9 +402,10 @@ class Hub:
     def unsubscribe(self, subscriber: Subscriber) -> None:
         subscriber.close()
         feed = self._feeds.get(subscriber.key)
-        if feed is None:
+        if feed is None or subscriber not in feed.subscribers:
             return
-        feed.subscribers.discard(subscriber)
+        feed.subscribers.remove(subscriber)
+        metrics.STREAM_SUBSCRIBERS.dec()
         if not feed.subscribers:
             del self._feeds[subscriber.key]
             # Keep a reference: the event loop holds tasks only weakly.
@@ -378,11 +413,16 @@ class Hub:
             self._stopping.add(stopping)
             stopping.add_done_callback(self._stopping.discard)
 
-    def committed(self, collection_id: uuid.UUID, partition: str) -> None:
-        """This node committed changes: wake the local feed now, tell the other nodes soon."""
+    def committed(
+        self, collection_id: uuid.UUID, partition: str, upto: Position | None = None
+    ) -> None:
+        """This node committed changes (up to ``upto``): wake the local feed now, tell the
+        other nodes soon."""
         feed = self._feeds.get((collection_id, partition))
         if feed is not None:
             feed.wake.set()
+            if upto is not None:
+                feed.time_commit(upto)
         if self.publish is not None:
             self.publish(collection_id)
 
@@ -434,7 +474,7 @@ class Hub:
             if not waiter.done():
                 waiter.cancel()
                 subscriber.lagging = True
-                subscriber.resync()
+                subscriber.resync("echo_lag")
 
     def changed_elsewhere(self, collection_ids: set[uuid.UUID]) -> None:
         for (collection_id, _), feed in self._feeds.items():
@@ -453,7 +493,7 @@ class Hub:
         log.info("reading changes from PostgreSQL again; resyncing subscribers")
         for feed in self._feeds.values():
             for subscriber in tuple(feed.subscribers):
-                subscriber.resync()
+                subscriber.resync("database_back")
             feed.wake.set()
 
     async def _poll(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from syncd import checkpoint as checkpoints
+from syncd import metrics
 from syncd.auth.access import AccessRule
 from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
@@ -126,6 +127,7 @@ class SyncService:
         count = self.check_limit(limit)
         after = checkpoints.decode(checkpoint, self._store.epoch)
         page = await self._store.pull(collection.id, partition, after, count)
+        metrics.DOCUMENTS_PULLED.labels(collection.name).inc(len(page.documents))
         if page.last is None:
             return PullResult([], checkpoint)
         return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
@@ -157,8 +159,11 @@ class SyncService:
         except orjson.JSONEncodeError:  # an alias of TypeError: re-raised unless too deep
             raise_if_too_deep(body, collection.primary_key)
             raise
+        metrics.DOCUMENTS_PUSHED.labels(collection.name).inc(len(rows))
+        if result.conflicts:
+            metrics.CONFLICTS.labels(collection.name).inc(len(result.conflicts))
         if result.last is not None:
-            self._hub.committed(collection.id, partition)
+            self._hub.committed(collection.id, partition, result.last)
             # The caller's own streams on this node carry the echo before the answer goes out
             # (docs/rxdb-compat.md, "Quick edits"): RxDB loses edits when it comes later.
             await self._hub.echoed(

@@ -73,6 +73,9 @@ class DocumentRecord(Base):
     __table_args__ = (
         # Serves every pull as one index range scan in change order.
         Index("ix_syncd_documents_changes", "collection_id", "partition", "xid", "seq"),
+        # What `syncd purge` finds old tombstones with (migration 0002_tombstones).
+        Index("ix_syncd_documents_tombstones", "collection_id", "updated_at",
+              postgresql_where=text("deleted")),
     )
 
     collection_id: Mapped[uuid.UUID] = mapped_column(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import asyncpg
 import orjson
 
+from syncd import metrics
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
 from syncd.db.urls import asyncpg_dsn
@@ -167,6 +168,7 @@ class DocumentStore:
         )
         async with pool.acquire() as conn:
             epoch = await conn.fetchval(EPOCH_SQL)
+        metrics.POOL_MAX.set(max_size)
         return cls(pool, str(epoch))
 
     async def close(self) -> None:
@@ -193,6 +195,7 @@ class DocumentStore:
                 f"cannot connect to PostgreSQL ({type(exc).__name__}); retry shortly",
                 code="database_unavailable",
             ) from exc
+        metrics.POOL_IN_USE.inc()
         try:
             yield conn
         except CONNECTION_LOST as exc:
@@ -201,6 +204,7 @@ class DocumentStore:
                 code="database_unavailable",
             ) from exc
         finally:
+            metrics.POOL_IN_USE.dec()
             await self._pool.release(conn)
 
     async def pull(

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from syncd import __version__
 from syncd.auth import build_authenticator
@@ -31,6 +31,7 @@ from syncd.hub import Hub
 from syncd.service import SyncService
 from syncd.web import metrics, native, rxdb_server, rxdb_ws
 from syncd.web.cors import AllowedOrigins, CORSMiddleware
+from syncd.web.observability import ObservabilityMiddleware
 from syncd.web.responses import DATABASE_UNAVAILABLE, JSONBytes, handle_exception, json_response
 
 log = logging.getLogger("syncd")
@@ -101,17 +102,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     handlers = dict.fromkeys(
         (SyncdError, HTTPException, ClientDisconnect, Exception, *DATABASE_UNAVAILABLE),
         handle_exception)
+    ways = {
+        "native": native.routes,
+        "rxdb-server": rxdb_server.routes(settings.rxdb_server_prefix),
+        "rxdb-ws": rxdb_ws.routes(settings),
+    }
+    middleware = [Middleware(ObservabilityMiddleware, ways={
+        route.path: way for way, routes in ways.items() for route in routes
+        if isinstance(route, Route | WebSocketRoute)
+    })]
+    if settings.cors_origin_list:
+        middleware.append(Middleware(CORSMiddleware, origins=settings.cors_origin_list))
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),
-            *native.routes,
-            *rxdb_server.routes(settings.rxdb_server_prefix),
-            *rxdb_ws.routes(settings),
+            *(route for routes in ways.values() for route in routes),
         ],
-        middleware=[Middleware(CORSMiddleware, origins=settings.cors_origin_list)]
-        if settings.cors_origin_list else [],
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers=handlers,
     )

@@ -22,6 +22,7 @@ from syncd.auth import Authenticator
 from syncd.auth.access import PARTITION_HEADER
 from syncd.auth.identity import Credentials, Identity
 from syncd.web.cors import AllowedOrigins
+from syncd.web.observability import SUBJECT_SCOPE_KEY
 
 SUBPROTOCOL = "syncd.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "bearer."
@@ -106,7 +107,10 @@ def _ambient(name: str, value: str) -> bool:
 async def identify(connection: HTTPConnection, token: str | None = None) -> Identity:
     """Authenticate the request; raises Unauthorized (401) or Unavailable (503)."""
     authenticator: Authenticator = connection.app.state.authenticator
-    return await authenticator.authenticate(credentials_of(connection, token))
+    identity = await authenticator.authenticate(credentials_of(connection, token))
+    # For the request's log line (web/observability.py): who asked, never their credentials.
+    connection.scope[SUBJECT_SCOPE_KEY] = identity.subject
+    return identity
 
 
 def selected_subprotocol(connection: HTTPConnection) -> str | None:

@@ -44,6 +44,7 @@ import orjson
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from syncd import metrics
 from syncd.auth.identity import Identity, identity_key
 from syncd.auth.recheck import watch
 from syncd.config import Settings
@@ -64,6 +65,7 @@ PULL: Final = "masterChangesSince"
 WRITE: Final = "masterWrite"
 STREAM: Final = "masterChangeStream$"
 AUTH: Final = "auth"
+_COUNTED_METHODS = frozenset((PULL, WRITE, STREAM, AUTH))
 
 # Requests that arrive before the socket is authenticated wait for the ``auth`` message (after a
 # reconnect the client flushes its queued requests first, then ``auth``, in the same burst), at
@@ -395,32 +397,39 @@ class RxdbSocket:
 
     async def _dispatch(self, request: Request) -> None:
         assert self.identity is not None
+        started = time.perf_counter()
+        ok = True
         if request.problem is not None:
-            await self._fail(request, request.problem)
+            ok = await self._fail(request, request.problem)
         elif request.method == STREAM:
             await self._subscribe(request.collection)
         elif request.method == PULL:
-            await self._pull(request, self.identity)
+            ok = await self._pull(request, self.identity)
         elif request.method == WRITE:
-            await self._write(request, self.identity)
+            ok = await self._write(request, self.identity)
         else:
-            await self._fail(request, BadRequest(
+            ok = await self._fail(request, BadRequest(
                 f"unknown method {_short(request.method)}; expected {PULL}, {WRITE}, "
                 f"{STREAM} or {AUTH}", code="unknown_method",
             ))
+        # Not HTTP requests, but what the operator wants to see like them: counted by method.
+        method = _method_label(request.method)
+        metrics.WS_MESSAGES.labels(method, "ok" if ok else "error").inc()
+        if method in (PULL, WRITE):
+            metrics.WS_DURATION.labels(method).observe(time.perf_counter() - started)
 
-    async def _pull(self, request: Request, identity: Identity) -> None:
+    async def _pull(self, request: Request, identity: Identity) -> bool:
         try:
             checkpoint, limit = _pull_params(request.params)
             result = await self.service.pull(
                 _name(request), identity, checkpoint, limit, self._stated_version()
             )
         except Exception as exc:
-            await self._fail(request, exc)
-            return
+            return await self._fail(request, exc)
         await self._send(_envelope(request, page_body(result.documents, result.checkpoint)))
+        return True
 
-    async def _write(self, request: Request, identity: Identity) -> None:
+    async def _write(self, request: Request, identity: Identity) -> bool:
         params = request.params
         try:
             if not isinstance(params, list) or not params:
@@ -429,21 +438,32 @@ class RxdbSocket:
                 _name(request), identity, params[0], self._stated_version()
             )
         except Exception as exc:
-            await self._fail(request, exc)
-            return
+            return await self._fail(request, exc)
         await self._send(_envelope(request, json_array(conflicts)))
+        return True
 
-    async def _fail(self, request: Request, exc: Exception) -> None:
+    async def _fail(self, request: Request, exc: Exception) -> bool:
+        """Answer a request that failed; returns False (it did not succeed), for counting."""
         answer = _failure(request, exc)
         if answer is None:
-            return
+            return False
         error = _as_syncd_error(exc)
+        if error.status < 500:
+            log.info("rxdb websocket: %s refused: %s %s", _short(request.method), error.status,
+                     error.code, extra={
+                         "event": "request refused", "way": "rxdb-ws", "status": error.status,
+                         "code": error.code, "method": _method_label(request.method),
+                         "collection": request.collection
+                         if isinstance(request.collection, str) else None,
+                         "subject": None if self.identity is None else self.identity.subject,
+                     })
         if (request.method == PULL and error.status >= 500
                 and isinstance(request.collection, str) and self._stop is None):
             self._resync_later(request.collection)
         await self._send(answer)
         if isinstance(error, Unauthorized):
             self._stop_for(_reject(error))
+        return False
 
     def _stated_version(self) -> int | None:
         if self._version_error is not None:
@@ -530,7 +550,7 @@ class RxdbSocket:
             del self._resyncs[name]
             stream = self._streams.get(name)
             if stream is not None:
-                stream[0].resync()  # through the stream, in order with its frames
+                stream[0].resync("pull_failed")  # through the stream, in order with its frames
             else:
                 await self._send(_stream_frame(name, b'"RESYNC"'))
 
@@ -744,6 +764,11 @@ def _error_object(exc: Exception, error: SyncdError) -> dict[str, Any]:
     if isinstance(exc, SyncdError) and exc.details is not None:
         body["details"] = exc.details
     return body
+
+
+def _method_label(method: Any) -> str:
+    """A method name for metrics and logs: one of the protocol's, else ``other`` (bounded)."""
+    return method if method in _COUNTED_METHODS else "other"
 
 
 def _short(value: Any) -> str:

@@ -36,6 +36,7 @@ INDEXES = {
     "uq_syncd_collections_name",
     "pk_syncd_documents",
     "ix_syncd_documents_changes",
+    "ix_syncd_documents_tombstones",
     f"{VERSION_TABLE}_pkc",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,9 +10,11 @@ import sys
 import asyncpg
 import httpx
 
+from syncd.db import migrate
+from syncd.db.store import PURGE_SQL
 from syncd.db.urls import asyncpg_dsn
 from tests.conftest import TODO_SCHEMA, register
-from tests.support import SyncdProcess, run
+from tests.support import PostgresServer, SyncdProcess, run
 
 
 def _push(http: httpx.Client, collection: str, rows: list[dict[str, object]]) -> None:
@@ -89,3 +92,64 @@ def test_purge_of_an_unknown_collection_is_an_error(syncd: SyncdProcess, databas
 def test_purge_needs_a_positive_window(database_url: str) -> None:
     result = _purge(database_url, "--older-than-days", "0")
     assert result.returncode == 2 and "positive" in result.stderr
+
+
+def _purge_plans(url: str) -> dict[str, str]:
+    """EXPLAIN of the purge's statement, for all collections and for one, as a custom and as
+    a generic plan (asyncpg prepares it; PostgreSQL may switch to the generic one)."""
+
+    async def explain() -> dict[str, str]:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            plans = {}
+            for mode in ("force_custom_plan", "force_generic_plan"):
+                await conn.execute(f"SET plan_cache_mode = {mode}")
+                # Every tombstone old enough (a first purge), or none yet (a daily one).
+                for window in (0.0, 86400.0):
+                    for collection in (None, "c1"):
+                        rows = await conn.fetch("EXPLAIN " + PURGE_SQL, window, collection, 10_000)
+                        plans[f"{mode}, window {window}, collection {collection}"] = "\n".join(
+                            r[0] for r in rows)
+            return plans
+        finally:
+            await conn.close()
+
+    return asyncio.run(explain())
+
+
+def test_the_purge_finds_tombstones_through_an_index_not_a_table_scan(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.create_database()
+    try:
+        async def fill() -> None:
+            conn = await asyncpg.connect(asyncpg_dsn(url))
+            try:
+                await conn.execute(
+                    "INSERT INTO syncd_collections (id, name, primary_key, schema, schema_version)"
+                    " SELECT gen_random_uuid(), 'c' || n, 'id', '{}', 0"
+                    " FROM generate_series(1, 4) AS n")
+                # 200,000 documents in 4 collections, one in 20 of them a tombstone.
+                await conn.execute(
+                    "INSERT INTO syncd_documents (collection_id, id, data)"
+                    " SELECT c.id, 'd' || g, jsonb_build_object('id', 'd' || g,"
+                    " '_deleted', g % 20 = 0)"
+                    " FROM syncd_collections AS c, generate_series(1, 50000) AS g")
+                await conn.execute("ANALYZE syncd_documents")
+            finally:
+                await conn.close()
+
+        asyncio.run(fill())
+        for case, plan in _purge_plans(url).items():
+            assert "ix_syncd_documents_tombstones" in plan, f"{case}:\n{plan}"
+            assert "Seq Scan on syncd_documents" not in plan, f"{case}:\n{plan}"
+
+        # The check can fail: without the migration's index the purge scans the table (or,
+        # for one collection, every document of it through the primary key).
+        migrate.downgrade(url, "0001")
+        for case, plan in _purge_plans(url).items():
+            assert "ix_syncd_documents_tombstones" not in plan
+            if "collection None" in case:
+                assert "Seq Scan on syncd_documents" in plan, f"{case}:\n{plan}"
+    finally:
+        postgres.drop_database(url)

@@ -39,6 +39,7 @@ def test_no_variables_means_the_defaults() -> None:
         ("SYNCD_DATA_DIR", "relative/dir", "data_dir", Path("relative/dir")),
         ("SYNCD_HOST", "0.0.0.0", "host", "0.0.0.0"),
         ("SYNCD_LOG_LEVEL", "debug", "log_level", "debug"),
+        ("SYNCD_LOG_FORMAT", "json", "log_format", "json"),
         (
             "SYNCD_DATABASE_URL",
             "postgresql://u:p@db:5432/syncd",
@@ -212,6 +213,8 @@ def test_an_unparsable_value_names_the_variable_and_the_value(
             id="pool-max-below-min",
         ),
         pytest.param({"SYNCD_WORKERS": "0"}, "SYNCD_WORKERS must be at least 1", id="no-workers"),
+        pytest.param({"SYNCD_LOG_FORMAT": "logfmt"},
+                     "SYNCD_LOG_FORMAT must be text or json, got 'logfmt'", id="log-format"),
         pytest.param(
             {"SYNCD_DATABASE_URL": "mysql://db/syncd"},
             "SYNCD_DATABASE_URL must start with postgresql://",
