@@ -198,3 +198,20 @@ def test_the_lag_warning_follows_the_oldest_transaction(node: SyncdProcess) -> N
     lag = overview(node.url)["lag"]
     assert lag["warning_seconds"] == 10.0
     assert lag["warning"] is False and 0 <= lag["oldest_transaction_age_seconds"] < 10
+
+
+def test_streams_are_counted_per_way_in(node: SyncdProcess, admin_db: str) -> None:
+    name = register(admin_db, TODO_SCHEMA)
+
+    def subscribers() -> dict[str, int]:
+        row = node_row(node.url, node.port)
+        assert row is not None
+        counts: dict[str, int] = row["subscribers"]
+        return counts
+
+    with httpx.Client(base_url=node.url, headers=bearer(SERVICE_KEY), timeout=30) as http, \
+            http.stream("GET", f"/rxdb/{name}/0/pullStream") as events:
+        assert events.status_code == 200
+        wait_for(lambda: subscribers() == {"native": 0, "rxdb-server": 1, "rxdb-ws": 0},
+                 10, "the Server-Sent Events stream to be counted as rxdb-server")
+    wait_for(lambda: subscribers()["rxdb-server"] == 0, 10, "the ended stream to be uncounted")
