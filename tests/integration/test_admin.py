@@ -215,3 +215,14 @@ def test_streams_are_counted_per_way_in(node: SyncdProcess, admin_db: str) -> No
         wait_for(lambda: subscribers() == {"native": 0, "rxdb-server": 1, "rxdb-ws": 0},
                  10, "the Server-Sent Events stream to be counted as rxdb-server")
     wait_for(lambda: subscribers()["rxdb-server"] == 0, 10, "the ended stream to be uncounted")
+
+
+def test_mode_none_on_loopback_is_open_without_credentials(admin_db: str) -> None:
+    # Served on 127.0.0.1 (a public bind is refused: tests/unit/test_admin_guard.py).
+    server = SyncdProcess(admin_db, env={"SYNCD_AUTH_MODE": "none"})
+    try:
+        answer = httpx.get(f"{server.url}/admin/api/overview", timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["lag"]["warning"] is False
+    finally:
+        server.stop()
