@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import ipaddress
 import logging
 import os
 import signal
@@ -17,7 +16,7 @@ import orjson
 
 from syncd import __version__, cli_collections, logs, multiprocess, startup
 from syncd.auth.access import AccessRule, AccessRuleError
-from syncd.config import ConfigError, Settings
+from syncd.config import ConfigError, Settings, is_loopback
 from syncd.db import migrate
 from syncd.names import collection_name_problem
 from syncd.schema import SchemaError, check_servable, key_length_warning
@@ -155,7 +154,7 @@ def _database(settings: Settings, args: argparse.Namespace, *, wait: bool = Fals
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
-    if settings.auth_mode == "none" and not _is_loopback(host) and not (
+    if settings.auth_mode == "none" and not is_loopback(host) and not (
         settings.auth_none_allow_public
     ):
         print(
@@ -179,6 +178,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     migrate.ensure_current_sync(url)
     # Worker processes build their settings from the environment; hand them the resolved URL.
     os.environ["SYNCD_DATABASE_URL"] = url
+    # ... and the address they serve: the admin page's heartbeat names it, and in mode none
+    # the page is open only on a loopback address (syncd/admin/guard.py).
+    os.environ["SYNCD_HOST"], os.environ["SYNCD_PORT"] = host, str(port)
     log.info("serving on http://%s:%s with %s worker(s), database: %s", host, port, workers,
              startup.describe_database(settings))
     log.info("authentication: %s", settings.auth_summary())
@@ -336,13 +338,6 @@ def _collections_list(settings: Settings, args: argparse.Namespace) -> int:
     for name, key, version in listed:
         print(f"{name:<{width}}  {key:<11}  {version}")
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _api_key_new(_settings: Settings, args: argparse.Namespace) -> int:

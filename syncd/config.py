@@ -6,6 +6,7 @@ Every setting is documented in README.md ("Settings"); keep the two in step.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ NOT_SETTINGS = frozenset({
     "SYNCD_URL",  # tests/e2e: where the node scenarios find the syncd under test
     "SYNCD_PYTHON",  # clients/js tests: the Python that runs syncd
     "SYNCD_PID",  # loadtests/locust_profiles.sh: the server it stops
+    "SYNCD_ARTIFACTS_DIR",  # tests/browser.py: where browser tests write their screenshots
 })
 
 
@@ -119,6 +121,21 @@ class Settings:
     forward_claim_headers: str = ""
     # The claim naming the caller (logs, identity.subject).
     subject_claim: str = "sub"
+
+    # The admin page (/admin): callers whose claim CLAIM includes VALUE ("role=admin") may see
+    # it besides service keys; empty admits service keys only.
+    admin_claim: str = ""
+    # How often each node writes its heartbeat (counts, subscribers, errors) into syncd_nodes;
+    # a node not heard from for three intervals drops off the page.
+    admin_heartbeat_seconds: float = 5.0
+    # The page warns when the pull horizon (oldest transaction's age) is older than this.
+    admin_lag_warning_seconds: float = 10.0
+
+    @property
+    def admin_claim_pair(self) -> tuple[str, str] | None:
+        """``SYNCD_ADMIN_CLAIM`` as (claim, value); None when unset."""
+        claim, _, value = self.admin_claim.partition("=")
+        return (claim.strip(), value.strip()) if self.admin_claim else None
 
     @property
     def jwt_algorithm_list(self) -> tuple[str, ...]:
@@ -222,6 +239,13 @@ class Settings:
                 "SYNCD_RXDB_WS_PATH must be a path like /rxdb/ws (a leading and no trailing "
                 f"slash; letters, digits, '-', '_', '.', '/'), got {self.rxdb_ws_path!r}"
             )
+        claim = self.admin_claim_pair
+        if claim is not None and not (claim[0] and claim[1] and "=" in self.admin_claim):
+            raise ConfigError("SYNCD_ADMIN_CLAIM must be CLAIM=VALUE, e.g. role=admin, got "
+                              f"{self.admin_claim!r}")
+        if not self.admin_heartbeat_seconds > 0 or not self.admin_lag_warning_seconds > 0:
+            raise ConfigError("SYNCD_ADMIN_HEARTBEAT_SECONDS and SYNCD_ADMIN_LAG_WARNING_SECONDS "
+                              "must be positive")
         if not self.sse_keepalive_seconds >= 0:
             raise ConfigError("SYNCD_SSE_KEEPALIVE_SECONDS must not be negative")
         for origin in self.cors_origin_list:
@@ -260,6 +284,14 @@ class Settings:
     def cors_origin_list(self) -> tuple[str, ...]:
         """The allowed browser origins (``*``: any), as parsed from ``cors_origins``."""
         return tuple(item.strip() for item in self.cors_origins.split(",") if item.strip())
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _refuse_unknown(env: Mapping[str, str]) -> None:

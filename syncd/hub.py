@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from typing import Final
 
@@ -107,9 +107,11 @@ class Subscriber:
     previous item as sent. Pushes wait on that (``when_sent``) before they are answered."""
 
     def __init__(
-        self, key: FeedKey, max_bytes: int, owner: Hashable = None, joined_at: int = 0
+        self, key: FeedKey, max_bytes: int, owner: Hashable = None, joined_at: int = 0,
+        way: str = "other",
     ) -> None:
         self.key = key
+        self.way = way  # the way in that serves it (native, rxdb-server, rxdb-ws): /admin
         # Whose stream this is: a push waits for the streams of the identity that pushed.
         self.owner = owner
         self._max_bytes = max_bytes
@@ -354,6 +356,8 @@ class Hub:
         self._poller: asyncio.Task[None] | None = None
         self._database_failing = False
         self._stopping: set[asyncio.Task[None]] = set()
+        # Open subscribers per way in, for the admin page's heartbeat (syncd/admin/heartbeat.py).
+        self.ways: Counter[str] = Counter()
 
     def start(self) -> None:
         self._poller = asyncio.create_task(self._poll(), name="syncd-hub-poll")
@@ -374,6 +378,7 @@ class Hub:
         for feed in feeds:
             metrics.STREAM_SUBSCRIBERS.dec(len(feed.subscribers))
             for subscriber in feed.subscribers:
+                self.ways[subscriber.way] -= 1
                 subscriber.end()
             await feed.stop()
 
@@ -382,16 +387,18 @@ class Hub:
         return sum(len(feed.subscribers) for feed in self._feeds.values())
 
     async def subscribe(
-        self, collection_id: uuid.UUID, partition: str, owner: Hashable = None
+        self, collection_id: uuid.UUID, partition: str, owner: Hashable = None,
+        way: str = "other",
     ) -> Subscriber:
         """Register a subscriber; every change after this moment reaches it (or a RESYNC)."""
         key = (collection_id, partition)
         feed = self._feeds.get(key)
         if feed is None:
             feed = self._feeds[key] = Feed(self, key)
-        subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames)
+        subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames, way)
         feed.subscribers.add(subscriber)
         metrics.STREAM_SUBSCRIBERS.inc()
+        self.ways[way] += 1
         try:
             await asyncio.shield(feed.ready)
         except BaseException:
@@ -406,6 +413,7 @@ class Hub:
             return
         feed.subscribers.remove(subscriber)
         metrics.STREAM_SUBSCRIBERS.dec()
+        self.ways[subscriber.way] -= 1
         if not feed.subscribers:
             del self._feeds[subscriber.key]
             # Keep a reference: the event loop holds tasks only weakly.

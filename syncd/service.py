@@ -173,7 +173,8 @@ class SyncService:
         return result.conflicts
 
     async def subscribe(
-        self, name: str, identity: Identity, schema_version: int | None = None
+        self, name: str, identity: Identity, schema_version: int | None = None,
+        way: str = "other",
     ) -> tuple[Collection, Subscriber]:
         """Register a live subscriber; from now on every change of the caller's partition
         reaches it, or a RESYNC."""
@@ -181,7 +182,7 @@ class SyncService:
         self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         return collection, await self._hub.subscribe(
-            collection.id, partition, identity_key(identity)
+            collection.id, partition, identity_key(identity), way
         )
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

@@ -141,6 +141,12 @@ def _requirement(name: str, raw: Any) -> Mapping[str, frozenset[str]]:
     return result
 
 
+def claim_includes(value: Any, wanted: str) -> bool:
+    """Whether a claim's value (a string, a space-separated string, a list) holds ``wanted``,
+    read as access rules read it."""
+    return wanted in _claim_values(value)
+
+
 def _claim_values(value: Any) -> list[str]:
     if isinstance(value, str):
         return value.split()

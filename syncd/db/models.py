@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -97,3 +98,30 @@ class DocumentRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class NodeRecord(Base):
+    """One running node's heartbeat (syncd/admin/heartbeat.py): what the admin page shows of it.
+
+    Written by the node itself every ``SYNCD_ADMIN_HEARTBEAT_SECONDS`` and deleted when it shuts
+    down; a row not refreshed for three of its intervals is a node that died (not shown)."""
+
+    __tablename__ = "syncd_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)  # the address it serves (--host)
+    port: Mapped[int] = mapped_column(Integer)
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_seconds: Mapped[float] = mapped_column(Double)
+    # Open live streams per way in: {"native": 3, "rxdb-server": 0, "rxdb-ws": 1}.
+    subscribers: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # Totals since the node started (syncd/metrics.py): documents pushed and pulled, conflicts.
+    pushed: Mapped[int] = mapped_column(BigInteger)
+    pulled: Mapped[int] = mapped_column(BigInteger)
+    conflicts: Mapped[int] = mapped_column(BigInteger)
+    # The most recent error answers: [{"status", "code", "route", "count", "last_at"}, ...].
+    errors: Mapped[list[Any]] = mapped_column(JSONB)

@@ -184,6 +184,11 @@ class DocumentStore:
             age: float = await conn.fetchval(OLDEST_XID_AGE_SQL)
         return age
 
+    def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection for the statements of other modules (syncd/db/nodes.py), with
+        the same translation of connection failures into Unavailable (503)."""
+        return self._connection()
+
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; failing to get one means the database is unavailable, whatever

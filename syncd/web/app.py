@@ -20,6 +20,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route, WebSocketRoute
 
 from syncd import __version__
+from syncd.admin import routes as admin
+from syncd.admin.errors import ErrorRing
+from syncd.admin.heartbeat import Heartbeat
+from syncd.admin.overview import Overview
 from syncd.auth import build_authenticator
 from syncd.config import Settings
 from syncd.db import migrate
@@ -46,6 +50,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             "embedded PostgreSQL, or point SYNCD_DATABASE_URL at a PostgreSQL server"
         )
 
+    errors = ErrorRing()  # filled by the request middleware, published by the heartbeat
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await migrate.ensure_current(settings.database_url)
@@ -62,15 +68,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
             buffer_bytes=settings.stream_buffer_bytes,
             poll_seconds=settings.stream_poll_ms / 1000,
         )
+        node = uuid.uuid4().hex[:12]
         signals = Signals(
             settings.database_url,
-            node=uuid.uuid4().hex[:12],
+            node=node,
             on_remote=hub.changed_elsewhere,
             interval=settings.stream_notify_ms / 1000,
         )
         hub.publish = signals.committed
         hub.start()
         signals.start()
+        heartbeat = Heartbeat(store, hub, errors, node_id=node, host=settings.host,
+                              port=settings.port, interval=settings.admin_heartbeat_seconds)
+        heartbeat.start()
+        app.state.overview = Overview(store, node_id=node,
+                                      lag_warning_seconds=settings.admin_lag_warning_seconds)
         authenticator = build_authenticator(settings)
         app.state.authenticator = authenticator
         app.state.origins = AllowedOrigins(settings.cors_origin_list)
@@ -83,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             restore_signal()
+            await heartbeat.stop()  # first: the node leaves the admin page at once
             await hub.close()
             await authenticator.close()
             await signals.close()
@@ -107,7 +120,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         "rxdb-server": rxdb_server.routes(settings.rxdb_server_prefix),
         "rxdb-ws": rxdb_ws.routes(settings),
     }
-    middleware = [Middleware(ObservabilityMiddleware, ways={
+    middleware = [Middleware(ObservabilityMiddleware, errors=errors, ways={
         route.path: way for way, routes in ways.items() for route in routes
         if isinstance(route, Route | WebSocketRoute)
     })]
@@ -118,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics.metrics, methods=["GET"]),
+            *admin.routes(),
             *(route for routes in ways.values() for route in routes),
         ],
         middleware=middleware,

@@ -67,7 +67,8 @@ async def stream(websocket: WebSocket) -> None:
     try:
         identity = await identify(websocket)
         _, subscriber = await service.subscribe(
-            websocket.path_params["collection"], identity, stated_schema_version(websocket)
+            websocket.path_params["collection"], identity, stated_schema_version(websocket),
+            way="native",
         )
     except Exception as exc:
         await websocket.accept(subprotocol=selected_subprotocol(websocket))

@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from syncd import metrics
+from syncd.admin.errors import ErrorRing
 
 log = logging.getLogger("syncd.request")
 
@@ -34,10 +35,13 @@ _RXDB_SERVER_ACTIONS = frozenset(("pull", "push", "pullStream"))
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, ways: Mapping[str, str]) -> None:
+    def __init__(
+        self, app: ASGIApp, ways: Mapping[str, str], errors: ErrorRing | None = None
+    ) -> None:
         """``ways`` maps route templates to their way in (``native``, ``rxdb-server``, ...);
-        other routes are ``other``."""
+        other routes are ``other``. ``errors`` collects the error answers for /admin."""
         self.app = app
+        self._errors = errors
         self._ways = dict(ways)
         # Label lookups take a lock and build a key; a request reuses its route's children.
         self._counters: dict[tuple[str, str, str, str], Any] = {}
@@ -105,6 +109,8 @@ class ObservabilityMiddleware:
         counter.inc()
         if status == CLIENT_CLOSED:
             return  # the exception handler logs it (at debug: the client chose to leave)
+        if status >= 400 and self._errors is not None:
+            self._errors.record(status, code, route)
         level = (logging.WARNING if status >= 500 else logging.INFO if status >= 400
                  else logging.DEBUG)
         if not log.isEnabledFor(level):

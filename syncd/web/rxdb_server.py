@@ -222,7 +222,7 @@ async def _pull_stream(
 ) -> Response:
     # Registered before the response headers go out: the client's resync pull starts when the
     # stream opens, so a change is covered either by that pull or by this subscription.
-    _, subscriber = await service.subscribe(name, identity)
+    _, subscriber = await service.subscribe(name, identity, way="rxdb-server")
     return EventStream(
         subscriber=subscriber,
         service=service,

@@ -502,7 +502,7 @@ class RxdbSocket:
         assert self.identity is not None
         try:
             _, subscriber = await self.service.subscribe(
-                name, self.identity, self._stated_version()
+                name, self.identity, self._stated_version(), way="rxdb-ws"
             )
         except Exception as exc:
             error = _as_syncd_error(exc)

@@ -27,7 +27,7 @@ from tests.support import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
-TABLES = {"syncd_collections", "syncd_documents"}
+TABLES = {"syncd_collections", "syncd_documents", "syncd_nodes"}
 FUNCTION = "syncd_stamp_change"
 SEQUENCE = "syncd_change_seq"
 TRIGGER = "syncd_documents_stamp"
@@ -37,6 +37,7 @@ INDEXES = {
     "pk_syncd_documents",
     "ix_syncd_documents_changes",
     "ix_syncd_documents_tombstones",
+    "pk_syncd_nodes",
     f"{VERSION_TABLE}_pkc",
 }
 

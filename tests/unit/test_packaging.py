@@ -20,3 +20,15 @@ def test_every_syncd_package_is_listed_for_setuptools() -> None:
     mapped = config["package-dir"]
     assert mapped["syncd.migrations"] == "migrations"
     assert (REPO / "migrations" / "versions" / "__init__.py").exists()
+
+
+def test_the_admin_page_files_are_package_data() -> None:
+    """The admin page is served from files in the package: a wheel without them has no page."""
+    import fnmatch
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = config["package-data"]["syncd.admin"]
+    static = REPO / "syncd" / "admin" / "static"
+    shipped = [p for p in static.iterdir()
+               if any(fnmatch.fnmatch(str(p.relative_to(static.parent)), pat) for pat in patterns)]
+    assert {p.name for p in shipped} == {"index.html", "admin.js", "admin.css"}

@@ -1,0 +1,1 @@
+"""The admin page (``/admin``): every node's heartbeat, the cluster's counts, recent errors."""
