@@ -59,7 +59,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 WAIT_MS = 20_000  # every browser-side wait
-VIEWPORT: ViewportSize = {"width": 960, "height": 460}
+VIEWPORT: ViewportSize = {"width": 960, "height": 520}
 
 pytestmark = pytest.mark.postgres
 
@@ -281,35 +281,49 @@ def _scenario(
     done_box(a, "Apples").check()
     wait_shown(b, [("Milk", False), ("Sourdough bread", False), ("Apples", True)])
 
-    # B goes offline. Both edit the same todo ("Milk") — A first, B later — and each another one.
+    # B goes offline. Both edit two same todos, in both orders, and each one of its own:
+    # "Apples": B first, then A; "Milk": A first, then B; A adds "Eggs", B ticks "Sourdough bread".
     context_b.set_offline(True)
-    b.wait_for_selector("#status:not([data-state='live'])")
+    b.wait_for_selector("#status[data-state='offline']")
+    rename(b, "Apples", "Red apples")
+    wait_shown(b, [("Milk", False), ("Sourdough bread", False), ("Red apples", True)])
+    time.sleep(0.1)  # A's edits get a later updatedAt (ms)
     rename(a, "Milk", "Oat milk")
     done_box(a, "Apples").uncheck()
     rename(a, "Apples", "Green apples")
-    wait_shown(a, [("Oat milk", False), ("Sourdough bread", False), ("Green apples", False)])
-    time.sleep(1.0)  # B really is offline: A's edits do not reach it (and B's edit is later)
-    assert shown(b) == [("Milk", False), ("Sourdough bread", False), ("Apples", True)]
+    add_todo(a, "Eggs")
+    wait_shown(a, [("Oat milk", False), ("Sourdough bread", False), ("Green apples", False),
+                   ("Eggs", False)])
+    time.sleep(1.0)  # B really is offline: A's edits do not reach it (and B's next edit is later)
+    assert shown(b) == [("Milk", False), ("Sourdough bread", False), ("Red apples", True)]
     rename(b, "Milk", "Almond milk")
     done_box(b, "Sourdough bread").check()
-    wait_shown(b, [("Almond milk", False), ("Sourdough bread", True), ("Apples", True)])
+    wait_shown(b, [("Almond milk", False), ("Sourdough bread", True), ("Red apples", True)])
     screenshot_pair(a, b, tmp_path, "offline")
 
-    # B comes back. syncd reports B's push of "Milk" as a conflict (A's edit is there); the
-    # example's handler keeps the newer edit (last writer wins by updatedAt): B's. The default
-    # handler (master wins) would have kept A's "Oat milk". The other edits both survive.
+    # B comes back. syncd refuses B's stale pushes of "Milk" and "Apples" as conflicts, and the
+    # example's handler keeps the newer document of each (last writer wins by updatedAt):
+    # B's "Almond milk" (the default handler, master wins, would have kept A's "Oat milk") and
+    # A's "Green apples" (B's rename and tick are dropped). The edits of one side only survive.
     context_b.set_offline(False)
-    converged = [("Almond milk", False), ("Sourdough bread", True), ("Green apples", False)]
+    converged = [("Almond milk", False), ("Sourdough bread", True), ("Green apples", False),
+                 ("Eggs", False)]
     wait_shown(b, converged)
     wait_shown(a, converged)
     wait_live(b)
     b.wait_for_selector("#conflicts:not([hidden])")
-    banner = b.text_content("#conflicts") or ""
-    assert "kept “Almond milk” (newer, from this device) over “Oat milk”" in banner, banner
+    resolved = {(c["kept"], c["dropped"], c["from"])
+                for c in b.evaluate("() => window.todoApp.conflicts")}
+    assert resolved == {
+        ("Almond milk", "Oat milk", "this device"), ("Green apples", "Red apples", "the server"),
+    }
+    banner = b.inner_text("#conflicts")  # (the quotation marks are CSS: <q>)
+    assert "kept Almond milk (newer, from this device) over Oat milk" in banner, banner
+    assert "kept Green apples (newer, from the server) over Red apples" in banner, banner
     assert a.is_hidden("#conflicts"), "A pushed no stale edit: it has no conflict to resolve"
 
     docs = {doc["title"]: doc for doc in server_todos(syncd)}
-    assert set(docs) == {"Almond milk", "Sourdough bread", "Green apples", "Fix the bike"}
+    assert set(docs) == {"Almond milk", "Sourdough bread", "Green apples", "Eggs", "Fix the bike"}
     assert docs["Sourdough bread"]["done"] is True
     a_docs, b_docs = local_docs(a), local_docs(b)
     assert a_docs == b_docs, "the two profiles' IndexedDB documents differ"

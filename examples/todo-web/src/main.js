@@ -63,7 +63,7 @@ async function main() {
         lists: { schema: listSchema, conflictHandler: lastWriterWins },
         todos: { schema: todoSchema, conflictHandler: lastWriterWins },
     });
-    window.todoApp = { db }; // for the console (and the browser test's diagnostics)
+    window.todoApp = { db, conflicts }; // for the console (and the browser test)
 
     // Sync while the browser says it is online. Going offline cancels the replications (an open
     // websocket can outlive the network for minutes); coming back starts them again, and RxDB
@@ -241,14 +241,14 @@ function formatTime(ms) {
 }
 
 function renderConflicts() {
-    const last = conflicts[conflicts.length - 1];
+    // the last three conflicts this page resolved, newest first
     const box = $('#conflicts');
-    box.hidden = !last;
-    if (last) {
-        const count = conflicts.length === 1 ? 'A conflict' : `${conflicts.length} conflicts`;
-        box.textContent = `${count} resolved by last writer wins: kept “${last.kept}” ` +
-            `(newer, from ${last.from}) over “${last.dropped}”.`;
-    }
+    box.hidden = conflicts.length === 0;
+    box.replaceChildren(
+        el('strong', { textContent: 'Conflicts resolved (last writer wins)' }),
+        el('ul', {}, ...conflicts.slice(-3).reverse().map((c) => el('li', {},
+            'kept ', el('q', { textContent: c.kept }), ` (newer, from ${c.from}) over `,
+            el('q', { textContent: c.dropped })))));
 }
 
 const STATUS = { live: 'Live', connecting: 'Connecting…', offline: 'Offline' };
