@@ -349,6 +349,17 @@ def _scenario(
     wait_shown(a, converged)
     assert local_docs(a) == a_docs and local_docs(b) == b_docs
 
+    # A deletes a todo; B sees it go. syncd keeps the deletion, stamped with its own updatedAt.
+    eggs = next(doc for doc in server_todos(syncd) if doc["title"] == "Eggs")
+    a.locator("#todos .todo .delete").nth(3).click()
+    wait_shown(b, converged[:3])
+    wait_shown(a, converged[:3])
+    with httpx.Client(base_url=syncd.url, timeout=30.0) as client:
+        deleted = [doc for doc in client.get("/api/v1/sync/todos?limit=100").json()["documents"]
+                   if doc["id"] == eggs["id"]]
+    assert deleted and deleted[0]["_deleted"] is True
+    assert deleted[0]["updatedAt"] > eggs["updatedAt"]
+
 
 _LOCAL_DOCS = """async () => {
     const db = window.todoApp.db;

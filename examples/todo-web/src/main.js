@@ -133,8 +133,10 @@ async function main() {
     $('#delete-list').addEventListener('click', async () => {
         const list = currentList();
         if (!list) return;
-        await db.todos.find({ selector: { listId: list.id } }).remove();
-        await db.lists.findOne(list.id).remove();
+        const todos = await db.todos.find({ selector: { listId: list.id } }).exec();
+        await Promise.all(todos.map(removeNow));
+        const doc = await db.lists.findOne(list.id).exec();
+        if (doc) await removeNow(doc);
         select(null);
     });
     window.addEventListener('hashchange', () => {
@@ -167,9 +169,16 @@ async function main() {
         if (!event.target.matches('.delete')) return;
         const row = event.target.closest('[data-id]');
         const doc = await db.todos.findOne(row.dataset.id).exec();
-        await doc?.remove();
+        if (doc) await removeNow(doc);
     });
     document.body.dataset.ready = 'true';
+}
+
+// A delete is an edit too: it gets its own updatedAt first, so that last writer wins also
+// between a delete and an edit (else an older edit made offline would bring the todo back).
+async function removeNow(doc) {
+    const stamped = await doc.incrementalPatch({ updatedAt: Date.now() });
+    await stamped.remove();
 }
 
 function byCreation(a, b) {
