@@ -92,3 +92,13 @@ class Issuer:
 
     def close(self) -> None:
         self.jwks.close()
+
+
+# The environment of a syncd that accepts HS256 tokens signed with HS_SECRET by this issuer.
+HS_JWT_ENV = {
+    "SYNCD_AUTH_MODE": "jwt",
+    "SYNCD_JWT_ALGORITHMS": "HS256",
+    "SYNCD_JWT_SECRET": HS_SECRET,
+    "SYNCD_JWT_ISSUER": ISSUER,
+    "SYNCD_JWT_AUDIENCE": AUDIENCE,
+}

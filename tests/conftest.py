@@ -44,6 +44,22 @@ def database_url(postgres: PostgresServer) -> Iterator[str]:
     postgres.drop_database(url)
 
 
+@pytest.fixture()
+def migrated_url(postgres: PostgresServer) -> Iterator[str]:
+    """A database of its own, migrated, for a test that must not share the session's."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture()
+def unmigrated_url(postgres: PostgresServer) -> Iterator[str]:
+    """A database of its own that no migration has touched."""
+    url = postgres.create_database(migrated=False)
+    yield url
+    postgres.drop_database(url)
+
+
 @pytest.fixture(scope="session")
 def syncd(database_url: str) -> Iterator[SyncdProcess]:
     server = SyncdProcess(database_url)

@@ -27,7 +27,7 @@ import pytest
 from syncd import __version__
 from syncd.db import migrate
 from syncd.db.urls import asyncpg_dsn
-from tests.support import REPO, PostgresServer, SyncdProcess, free_port
+from tests.support import REPO, SyncdProcess, free_port
 
 TODOS_SCHEMA = REPO / "examples" / "todos.schema.json"
 COMPOSITE_SCHEMA: dict[str, Any] = {
@@ -175,20 +175,6 @@ def data_dir() -> Iterator[Path]:
             except psutil.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture()
-def migrated_url(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database()
-    yield url
-    postgres.drop_database(url)
-
-
-@pytest.fixture()
-def unmigrated_url(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database(migrated=False)
-    yield url
-    postgres.drop_database(url)
 
 
 def _collections(url: str) -> list[tuple[str, str, int]]:

@@ -25,7 +25,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from syncd.db.urls import asyncpg_dsn
-from tests.authworld import AUDIENCE, HS_SECRET, ISSUER
+from tests.authworld import AUDIENCE, HS_JWT_ENV, HS_SECRET, ISSUER
 from tests.conftest import TODO_SCHEMA, collection_id, register
 from tests.support import PostgresServer, SyncdProcess
 
@@ -446,14 +446,7 @@ def auth_message(headers: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def jwt_server(database_url: str) -> Iterator[SyncdProcess]:
-    server = SyncdProcess(database_url, env={
-        "SYNCD_AUTH_MODE": "jwt",
-        "SYNCD_JWT_ALGORITHMS": "HS256",
-        "SYNCD_JWT_SECRET": HS_SECRET,
-        "SYNCD_JWT_ISSUER": ISSUER,
-        "SYNCD_JWT_AUDIENCE": AUDIENCE,
-        "SYNCD_JWT_LEEWAY_SECONDS": "0",
-    })
+    server = SyncdProcess(database_url, env={**HS_JWT_ENV, "SYNCD_JWT_LEEWAY_SECONDS": "0"})
     yield server
     server.stop()
 

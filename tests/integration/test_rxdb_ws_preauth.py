@@ -15,7 +15,7 @@ import orjson
 import pytest
 import websockets
 
-from tests.authworld import AUDIENCE, HS_SECRET, ISSUER
+from tests.authworld import HS_JWT_ENV
 from tests.integration.test_rxdb_ws import RxClient, auth_message, doc, token, ws_url
 from tests.support import SyncdProcess
 
@@ -29,13 +29,7 @@ RSS_GROWTH_BOUND = 64 * MIB
 @pytest.fixture()
 def jwt_node(database_url: str) -> Iterator[SyncdProcess]:
     """A syncd process of its own, so that its peak memory is this test's."""
-    server = SyncdProcess(database_url, env={
-        "SYNCD_AUTH_MODE": "jwt",
-        "SYNCD_JWT_ALGORITHMS": "HS256",
-        "SYNCD_JWT_SECRET": HS_SECRET,
-        "SYNCD_JWT_ISSUER": ISSUER,
-        "SYNCD_JWT_AUDIENCE": AUDIENCE,
-    })
+    server = SyncdProcess(database_url, env=HS_JWT_ENV)
     yield server
     server.stop()
 

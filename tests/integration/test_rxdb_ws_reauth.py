@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from tests.authworld import AUDIENCE, HS_SECRET, ISSUER
+from tests.authworld import HS_JWT_ENV
 from tests.conftest import TODO_SCHEMA, register
 from tests.integration.test_rxdb_ws import (
     RxClient,
@@ -26,13 +26,7 @@ RESYNC = "RESYNC"
 
 @pytest.fixture(scope="module")
 def jwt_server(database_url: str) -> Iterator[SyncdProcess]:
-    server = SyncdProcess(database_url, env={
-        "SYNCD_AUTH_MODE": "jwt",
-        "SYNCD_JWT_ALGORITHMS": "HS256",
-        "SYNCD_JWT_SECRET": HS_SECRET,
-        "SYNCD_JWT_ISSUER": ISSUER,
-        "SYNCD_JWT_AUDIENCE": AUDIENCE,
-    })
+    server = SyncdProcess(database_url, env=HS_JWT_ENV)
     yield server
     server.stop()
 

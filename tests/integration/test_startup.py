@@ -116,20 +116,6 @@ def shared_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture()
-def migrated_url(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database()
-    yield url
-    postgres.drop_database(url)
-
-
-@pytest.fixture()
-def unmigrated_url(postgres: PostgresServer) -> Iterator[str]:
-    url = postgres.create_database(migrated=False)
-    yield url
-    postgres.drop_database(url)
-
-
 def _other_user_syncd() -> list[str]:
     command = syncd_command(NO_PASSWD_UID)
     if command is None:
