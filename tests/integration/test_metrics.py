@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,12 +227,17 @@ async def test_a_stream_that_cannot_keep_up_is_counted_as_a_resync(
                                              "SYNCD_PUSH_ECHO_WAIT_MS": "0"})
     try:
         url = server.url.replace("http://", "ws://") + f"/api/v1/sync/{collection}/stream"
-        async with websockets.connect(url, max_queue=1) as stalled, \
+        # A small receive window set before connecting: otherwise loopback's autotuned socket
+        # buffers can swallow everything pushed below, and no frame ever waits in syncd.
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        raw.connect(("127.0.0.1", server.port))
+        async with websockets.connect(url, sock=raw, max_queue=1) as stalled, \
                 httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             assert await stalled.recv() == '"RESYNC"'
             before = scrape(server)
             payload = "x" * 100_000
-            for batch in range(12):  # ~12 MB the stalled client never reads
+            for batch in range(24):  # ~24 MB the stalled client does not read
                 rows = [{"newDocumentState": doc(f"b{batch}-{i}", payload=payload)}
                         for i in range(10)]
                 assert (await http.post(f"/api/v1/sync/{collection}", json=rows)).json() == []
