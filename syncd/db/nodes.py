@@ -89,8 +89,16 @@ class Cluster:
     oldest_transaction_age: float
 
 
+# A heartbeat is a write, so its xid holds every pull's horizon (docs/ordering.md) until its
+# commit is done; with synchronous_commit on that includes the WAL flush, which under load takes
+# tens of milliseconds, every few seconds, on every node. Losing a heartbeat in a crash costs
+# nothing, so it commits without waiting for the flush (as the NOTIFY connection does).
+NO_FLUSH_WAIT_SQL = "SET LOCAL synchronous_commit TO off"
+
+
 async def beat(store: DocumentStore, beat: Beat) -> None:
-    async with store.connection() as conn:
+    async with store.connection() as conn, conn.transaction():
+        await conn.execute(NO_FLUSH_WAIT_SQL)
         await conn.execute(
             HEARTBEAT_SQL, beat.node_id, beat.hostname, beat.host, beat.port, beat.pid,
             beat.version, beat.heartbeat_seconds, orjson.dumps(beat.subscribers).decode(),
@@ -99,7 +107,8 @@ async def beat(store: DocumentStore, beat: Beat) -> None:
 
 
 async def forget(store: DocumentStore, node_id: str) -> None:
-    async with store.connection() as conn:
+    async with store.connection() as conn, conn.transaction():
+        await conn.execute(NO_FLUSH_WAIT_SQL)
         await conn.execute(FORGET_SQL, node_id)
 
 
