@@ -242,6 +242,9 @@ class Feed:
         self.key = key
         self.position: Position | None = None
         self.subscribers: set[Subscriber] = set()
+        # The same subscribers by owner: a push waits only for its own caller's streams, and
+        # must not walk every subscriber of a busy feed to find them.
+        self.owners: dict[Hashable, set[Subscriber]] = {}
         self.wake = asyncio.Event()
         self.frames = 0  # frames offered so far; the number of the newest one
         # Pushes waiting for the feed to read their changes: (their last position, future of
@@ -397,6 +400,7 @@ class Hub:
             feed = self._feeds[key] = Feed(self, key)
         subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames, way)
         feed.subscribers.add(subscriber)
+        feed.owners.setdefault(owner, set()).add(subscriber)
         metrics.STREAM_SUBSCRIBERS.inc()
         self.ways[way] += 1
         try:
@@ -412,6 +416,10 @@ class Hub:
         if feed is None or subscriber not in feed.subscribers:
             return
         feed.subscribers.remove(subscriber)
+        owned = feed.owners[subscriber.owner]
+        owned.discard(subscriber)
+        if not owned:
+            del feed.owners[subscriber.owner]
         metrics.STREAM_SUBSCRIBERS.dec()
         self.ways[subscriber.way] -= 1
         if not feed.subscribers:
@@ -455,7 +463,8 @@ class Hub:
         feed = self._feeds.get((collection_id, partition))
         if feed is None or feed.position is None or wait_seconds <= 0:
             return
-        if not any(s.owner == owner and not s.lagging for s in feed.subscribers):
+        own = feed.owners.get(owner)
+        if not own or all(subscriber.lagging for subscriber in own):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
@@ -470,8 +479,8 @@ class Hub:
         number = reader.result()
         waiting = [
             (subscriber, waiter)
-            for subscriber in tuple(feed.subscribers)
-            if subscriber.owner == owner and not subscriber.lagging
+            for subscriber in tuple(own)
+            if not subscriber.lagging
             and (waiter := subscriber.when_sent(number)) is not None
         ]
         if not waiting:

@@ -11,6 +11,7 @@ import glob
 import os
 from collections.abc import Iterator
 
+import psutil  # type: ignore[import-untyped]
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -71,15 +72,6 @@ def _forget_dead_workers(shared: str) -> None:
     their streams and connections went with them. Their counters stay, so totals never fall."""
     for path in glob.glob(os.path.join(shared, "gauge_live*_*.db")):
         pid = os.path.basename(path)[:-3].rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
             mark_process_dead(int(pid), shared)  # type: ignore[no-untyped-call]
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
