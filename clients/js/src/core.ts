@@ -16,16 +16,18 @@ import type { RxReplicationState } from 'rxdb/plugins/replication';
 import { SyncdError } from './errors.js';
 import { createRequester, type FetchLike, type TokenSource } from './http.js';
 import { syncdStream, type WebSocketConstructor } from './stream.js';
-import { endpointUrl, pullUrl, SCHEMA_VERSION_HEADER, type BackoffOptions } from './wire.js';
+import {
+    encodeFilter, endpointUrl, pullUrl, pushUrl, SCHEMA_VERSION_HEADER, type BackoffOptions, type SyncdFilter,
+} from './wire.js';
 
 export { SyncdError } from './errors.js';
 export type { SyncdErrorDetails, SyncdErrorSource } from './errors.js';
 export type { FetchLike, ResponseLike, TokenSource } from './http.js';
 export type { WebSocketConstructor } from './stream.js';
 export {
-    backoffDelay, endpointUrl, isPermanentCloseCode, isPermanentStatus, pullUrl, streamTarget,
-    CLOSE_OUTDATED, OUTDATED_STATUS, SCHEMA_VERSION_HEADER, SCHEMA_VERSION_QUERY,
-    type BackoffOptions,
+    backoffDelay, encodeFilter, endpointUrl, isPermanentCloseCode, isPermanentStatus, pullUrl, pushUrl,
+    streamTarget, withFilter, CLOSE_OUTDATED, FILTER_QUERY, OUTDATED_STATUS, SCHEMA_VERSION_HEADER,
+    SCHEMA_VERSION_QUERY, type BackoffOptions, type SyncdFilter, type SyncdFilterValue,
 } from './wire.js';
 
 /** syncd's checkpoint: an opaque JSON object (today `{id, lwt}`), sent back exactly as received. */
@@ -43,6 +45,18 @@ export type SyncdReplicationOptions<RxDocType> = {
     collectionName?: string;
     /** Keys the local checkpoint; a new one starts from scratch [`syncd:<endpoint URL>`]. */
     replicationIdentifier?: string;
+    /**
+     * Partial replication: replicate only the documents this Mango-style selector matches, e.g.
+     * `{listId: 'l1'}` or `{listId: {$in: ['l2', 'l3']}, region: {$eq: 'north'}}` (`$eq` and `$in`
+     * on the fields the collection's access rule declares in `"filters"`, AND across fields). Sent
+     * as `filter=<encodeURIComponent(JSON.stringify(filter))>` on every pull, push and stream.
+     * Documents that stop matching arrive as deletions and leave the local collection; documents
+     * that start matching arrive. Starting again with the same `replicationIdentifier` and another
+     * filter is a filter change: syncd first removes what the new filter no longer selects.
+     * An invalid filter is a permanent 400 `invalid_filter`; a value of a claim-bound field the
+     * token does not hold, a permanent 403 `forbidden_filter_value` (both reach `permanentError$`).
+     */
+    filter?: SyncdFilter;
     /**
      * The access token, sent as `Authorization: Bearer` on HTTP and as the websocket subprotocol
      * `bearer.<token>` (or `?access_token=` when it is no valid subprotocol). A function is called
@@ -105,6 +119,7 @@ export function replicateSyncdWith<RxDocType>(
 ): SyncdReplicationState<RxDocType> {
     const collectionName = options.collectionName ?? options.collection.name;
     const endpoint = endpointUrl(options.url, collectionName);
+    const filter = encodeFilter(options.filter);
     const live = options.live ?? true;
     const fetchImpl: FetchLike = options.fetch ?? defaultFetch();
     const cancelOnPermanentError = options.cancelOnPermanentError ?? true;
@@ -148,7 +163,7 @@ export function replicateSyncdWith<RxDocType>(
             batchSize,
             ...extra,
             handler: async (checkpoint, size) => {
-                const answer = await request('pull', 'GET', pullUrl(endpoint, checkpoint, size)).catch(failed);
+                const answer = await request('pull', 'GET', pullUrl(endpoint, checkpoint, size, filter)).catch(failed);
                 if (!isPage(answer)) {
                     throw new SyncdError(
                         `syncd pull answered something that is not {documents, checkpoint}: ${preview(answer)}`,
@@ -170,6 +185,7 @@ export function replicateSyncdWith<RxDocType>(
                 WebSocket: options.WebSocket ?? (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket,
                 token: options.token,
                 schemaVersion: stated,
+                filter,
                 backoff: options.reconnect ?? {},
                 connected$: streamConnected,
                 onPermanentError: (error) => {
@@ -190,7 +206,7 @@ export function replicateSyncdWith<RxDocType>(
             batchSize,
             ...extra,
             handler: async (rows: PushRow<RxDocType>[]) => {
-                const answer = await request('push', 'POST', endpoint, rows).catch(failed);
+                const answer = await request('push', 'POST', pushUrl(endpoint, filter), rows).catch(failed);
                 if (!Array.isArray(answer)) {
                     throw new SyncdError(
                         `syncd push answered something that is not an array of conflicts: ${preview(answer)}`,

@@ -14,8 +14,8 @@ import {
 export { SyncdError } from './errors.js';
 export type { SyncdErrorDetails, SyncdErrorSource } from './errors.js';
 export type {
-    BackoffOptions, FetchLike, ResponseLike, SyncdCheckpoint, SyncdReplicationOptions,
-    SyncdReplicationState, TokenSource, WebSocketConstructor,
+    BackoffOptions, FetchLike, ResponseLike, SyncdCheckpoint, SyncdFilter, SyncdFilterValue,
+    SyncdReplicationOptions, SyncdReplicationState, TokenSource, WebSocketConstructor,
 } from './core.js';
 
 /**

@@ -30,6 +30,8 @@ export type StreamOptions = {
     token: TokenSource;
     /** The app's RxDB schema version, sent as `?schemaVersion=`; an outdated one closes with 4426. */
     schemaVersion?: number;
+    /** The replication's filter as JSON (`encodeFilter`), sent as `?filter=`; none: unfiltered. */
+    filter?: string;
     backoff: BackoffOptions;
     /** True while a socket is open and syncd confirmed the subscription (its opening "RESYNC"). */
     connected$: BehaviorSubject<boolean>;
@@ -91,7 +93,7 @@ export function syncdStream<Doc, Checkpoint>(options: StreamOptions): Observable
             if (stopped) {
                 return;
             }
-            const target = streamTarget(options.endpoint, token, options.schemaVersion);
+            const target = streamTarget(options.endpoint, token, options.schemaVersion, options.filter);
             let ws: SocketLike;
             try {
                 ws = new options.WebSocket(target.url, target.protocols) as SocketLike;

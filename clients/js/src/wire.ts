@@ -52,16 +52,65 @@ export function endpointUrl(baseUrl: string, collectionName: string): string {
     return base + API_PATH + encodeURIComponent(collectionName);
 }
 
+/** The query parameter that carries a replication's filter on pull, push and stream. */
+export const FILTER_QUERY = 'filter';
+
+/** A value a filter may compare with: syncd's filter fields are strings, numbers or booleans. */
+export type SyncdFilterValue = string | number | boolean;
+
+/**
+ * What a replication asks for (partial replication): a Mango-style selector on the fields the
+ * collection's access rule declares in `"filters"`, `$eq` and `$in` only, AND across fields,
+ * e.g. `{listId: 'l1'}`, `{listId: {$in: ['l1', 'l2']}, region: 'north'}`,
+ * `{region: {$eq: 'north'}}`. syncd answers anything else with 400 `invalid_filter`, and a value
+ * of a claim-bound field the caller's token does not hold with 403 `forbidden_filter_value`.
+ */
+export type SyncdFilter = Record<
+    string,
+    SyncdFilterValue | { $eq: SyncdFilterValue } | { $in: SyncdFilterValue[] }
+>;
+
+/**
+ * The filter as it goes on the wire: `JSON.stringify(filter)`; undefined when there is none
+ * (an unfiltered replication sends no `filter=` at all). Refuses what is not a plain object, so a
+ * mistake (a string, an array) fails at once rather than as a 400 on every request.
+ */
+export function encodeFilter(filter: SyncdFilter | null | undefined): string | undefined {
+    if (filter === undefined || filter === null) {
+        return undefined;
+    }
+    if (typeof filter !== 'object' || Array.isArray(filter)) {
+        throw new TypeError(
+            `syncd-rxdb: \`filter\` must be a selector object like {listId: 'l1'}, got ${JSON.stringify(filter)}`
+        );
+    }
+    return JSON.stringify(filter);
+}
+
+/** `url` plus `filter=<encodeURIComponent(encoded)>` (after `?` or `&`); unchanged without one. */
+export function withFilter(url: string, encodedFilter: string | undefined): string {
+    if (encodedFilter === undefined) {
+        return url;
+    }
+    return `${url}${url.includes('?') ? '&' : '?'}${FILTER_QUERY}=${encodeURIComponent(encodedFilter)}`;
+}
+
 /**
  * The pull URL: `?limit=N`, plus `&checkpoint=<encodeURIComponent(JSON.stringify(cp))>` unless this
- * is the first pull. The checkpoint is opaque: it goes back exactly as the server sent it.
+ * is the first pull, plus `&filter=…` for a filtered replication (`encodedFilter`, see
+ * {@link encodeFilter}). The checkpoint is opaque: it goes back exactly as the server sent it.
  */
-export function pullUrl(endpoint: string, checkpoint: unknown, batchSize: number): string {
+export function pullUrl(endpoint: string, checkpoint: unknown, batchSize: number, encodedFilter?: string): string {
     let url = `${endpoint}?limit=${encodeURIComponent(String(batchSize))}`;
     if (checkpoint !== undefined && checkpoint !== null) {
         url += `&checkpoint=${encodeURIComponent(JSON.stringify(checkpoint))}`;
     }
-    return url;
+    return withFilter(url, encodedFilter);
+}
+
+/** The push URL: the endpoint, plus `?filter=…` for a filtered replication. */
+export function pushUrl(endpoint: string, encodedFilter?: string): string {
+    return withFilter(endpoint, encodedFilter);
 }
 
 /** `http(s)://…/api/v1/sync/todos` → `ws(s)://…/api/v1/sync/todos/stream`. */
@@ -70,18 +119,22 @@ export function streamUrl(endpoint: string): string {
 }
 
 /**
- * Where the websocket carries the token (and the app's schema version, as `?schemaVersion=`). Browsers cannot set an Authorization header on a
+ * Where the websocket carries the token (and the app's schema version, as `?schemaVersion=`, and
+ * the replication's filter, as `?filter=`). Browsers cannot set an Authorization header on a
  * websocket, so the token is offered as the subprotocol `bearer.<token>` (next to `syncd.v1`,
  * which syncd selects; the token is never echoed back). A subprotocol must be an RFC 7230
  * token; tokens with other characters (e.g. base64 with `/`, `+`, `=`) go in the query
  * parameter `access_token` instead, where they can end up in proxy logs.
  */
 export function streamTarget(
-    endpoint: string, token: string | undefined, schemaVersion?: number
+    endpoint: string, token: string | undefined, schemaVersion?: number, encodedFilter?: string
 ): { url: string; protocols: string[] } {
     const query: string[] = [];
     if (schemaVersion !== undefined) {
         query.push(`${SCHEMA_VERSION_QUERY}=${encodeURIComponent(String(schemaVersion))}`);
+    }
+    if (encodedFilter !== undefined) {
+        query.push(`${FILTER_QUERY}=${encodeURIComponent(encodedFilter)}`);
     }
     const protocols = [STREAM_SUBPROTOCOL];
     if (token && /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(token)) {

@@ -175,6 +175,68 @@ test('every request states the schema version; a 426 outdated_schema cancels and
     await col.database.close();
 });
 
+test('filter: every pull, push and stream carries it; a 400 invalid_filter is permanent', async () => {
+    const col = await collection();
+    try {
+        const filter = { listId: { $in: ['l1', 'l&2'] } };
+        const { fetch, requests } = fakeFetch((request, all) => {
+            if (request.method === 'GET' && all.filter((r) => r.method === 'GET').length === 1) {
+                return json(200, { documents: [{ id: 'a', title: 'A', _deleted: false }], checkpoint: { id: 'e.1~x', lwt: 1 } });
+            }
+            return undefined;
+        });
+        await col.insert({ id: 'b', title: 'B' });
+        const once = replicateSyncd({ collection: col, url: 'http://syncd.test', batchSize: 1, live: false, fetch, filter });
+        await once.awaitInitialReplication();
+        const gets = requests.filter((r) => r.method === 'GET').map((r) => new URL(r.url));
+        const posts = requests.filter((r) => r.method === 'POST').map((r) => new URL(r.url));
+        assert.ok(gets.length >= 2 && posts.length >= 1, `${gets.length} pulls, ${posts.length} pushes`);
+        for (const url of [...gets, ...posts]) {
+            assert.equal(url.pathname, '/api/v1/sync/todos');
+            assert.deepEqual(JSON.parse(url.searchParams.get('filter')), filter);
+        }
+        assert.deepEqual(JSON.parse(gets[1].searchParams.get('checkpoint')), { id: 'e.1~x', lwt: 1 });
+
+        // live: the stream's URL carries it too
+        const sockets = [];
+        const live = replicateSyncd({
+            collection: col, url: 'http://syncd.test', fetch, filter, replicationIdentifier: 'live',
+            WebSocket: class {
+                constructor(url) {
+                    sockets.push(url);
+                }
+                close() {}
+            },
+        });
+        await live.awaitInitialReplication();
+        for (let i = 0; i < 100 && sockets.length === 0; i++) {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        assert.equal(sockets.length, 1);
+        assert.deepEqual(JSON.parse(new URL(sockets[0]).searchParams.get('filter')), filter);
+        await live.cancel();
+
+        // syncd refuses the filter: permanent, surfaced, canceled
+        const { fetch: refusing } = fakeFetch(() => json(400, {
+            error: { code: 'invalid_filter', message: "filters on 'todos' may use listId with $eq or $in" },
+        }));
+        const seen = [];
+        const refused = replicateSyncd({
+            collection: col, url: 'http://syncd.test', retryTime: 5, fetch: refusing, WebSocket: class { close() {} },
+            replicationIdentifier: 'other', filter: { title: 'A' }, onPermanentError: (e) => seen.push(e),
+        });
+        await new Promise((resolve) => {
+            refused.canceled$.subscribe((c) => c && resolve());
+        });
+        assert.equal(seen[0].status, 400);
+        assert.equal(seen[0].code, 'invalid_filter');
+        assert.throws(() => replicateSyncd({ collection: col, url: 'http://syncd.test', filter: 'listId=l1', live: false, fetch }),
+            /`filter` must be a selector object/);
+    } finally {
+        await col.database.close();
+    }
+});
+
 test('cancelOnPermanentError: false keeps retrying and reports every failure', async () => {
     const col = await collection();
     let gets = 0;

@@ -173,6 +173,18 @@ test('the schema version goes in the URL; 4426 is a permanent outdated_schema er
     s.subscription.unsubscribe();
 });
 
+test('the filter goes in the URL as filter=<encodeURIComponent(JSON)>, on every reconnect', async () => {
+    const filter = JSON.stringify({ listId: { $in: ['l2', 'l 3'] } });
+    const s = open({ schemaVersion: 0, filter });
+    await until(() => FakeSocket.made.length === 1, 'a socket');
+    const expected = `ws://h/api/v1/sync/todos/stream?schemaVersion=0&filter=${encodeURIComponent(filter)}`;
+    assert.equal(FakeSocket.made[0].url, expected);
+    FakeSocket.made[0].drop(1006);
+    await until(() => FakeSocket.made.length === 2, 'a reconnect');
+    assert.equal(FakeSocket.made[1].url, expected);
+    s.subscription.unsubscribe();
+});
+
 test('with retryPermanent, a permanent close is reported and retried with backoff', async () => {
     const s = open({ retryPermanent: true });
     await until(() => FakeSocket.made.length === 1, 'a socket');

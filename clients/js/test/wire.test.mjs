@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
-    backoffDelay, endpointUrl, isPermanentCloseCode, isPermanentStatus, pullUrl, streamTarget,
+    backoffDelay, encodeFilter, endpointUrl, isPermanentCloseCode, isPermanentStatus, pullUrl, pushUrl,
+    streamTarget,
 } from '../dist/core.js';
 
 test('endpointUrl appends the native API path and encodes the collection name', () => {
@@ -47,6 +48,45 @@ test('the stream URL and where the token goes', () => {
     assert.deepEqual(streamTarget('http://h/api/v1/sync/t', 'a/b', 3), {
         url: 'ws://h/api/v1/sync/t/stream?schemaVersion=3&access_token=a%2Fb', protocols: ['syncd.v1'],
     });
+});
+
+test('a filter goes as filter=<encodeURIComponent(JSON)> on pull, push and stream; none: no filter=', () => {
+    const endpoint = 'http://h/api/v1/sync/t';
+    const filter = { listId: { $in: ['l 1', 'a&b=c', 'ü#%+/'] }, region: 'north', n: 3, done: { $eq: false } };
+    const encoded = encodeFilter(filter);
+    assert.equal(encoded, JSON.stringify(filter));
+    const expected = `filter=${encodeURIComponent(JSON.stringify(filter))}`;
+
+    const first = pullUrl(endpoint, undefined, 10, encoded);
+    assert.equal(first, `${endpoint}?limit=10&${expected}`);
+    const later = new URL(pullUrl(endpoint, { id: 'e.1~abc', lwt: 5 }, 10, encoded));
+    assert.deepEqual([...later.searchParams.keys()], ['limit', 'checkpoint', 'filter']);
+    assert.deepEqual(JSON.parse(later.searchParams.get('filter')), filter);
+    assert.deepEqual(JSON.parse(later.searchParams.get('checkpoint')), { id: 'e.1~abc', lwt: 5 });
+
+    assert.equal(pushUrl(endpoint, encoded), `${endpoint}?${expected}`);
+    assert.deepEqual(JSON.parse(new URL(pushUrl(endpoint, encoded)).searchParams.get('filter')), filter);
+
+    const stream = streamTarget(endpoint, 'tok', 0, encoded);
+    assert.equal(stream.url, `ws://h/api/v1/sync/t/stream?schemaVersion=0&${expected}`);
+    assert.deepEqual(stream.protocols, ['syncd.v1', 'bearer.tok']);
+    assert.deepEqual(JSON.parse(new URL(streamTarget(endpoint, 'a/b', undefined, encoded).url).searchParams.get('filter')), filter);
+
+    // unfiltered: the URLs of before, byte for byte
+    assert.equal(encodeFilter(undefined), undefined);
+    assert.equal(encodeFilter(null), undefined);
+    assert.equal(pullUrl(endpoint, undefined, 10, undefined), `${endpoint}?limit=10`);
+    assert.equal(pushUrl(endpoint, undefined), endpoint);
+    assert.equal(pushUrl(endpoint), endpoint);
+    assert.equal(streamTarget(endpoint, 'tok', 0, undefined).url, 'ws://h/api/v1/sync/t/stream?schemaVersion=0');
+});
+
+test('a filter that is not a selector object is refused at once', () => {
+    for (const bad of ['listId=l1', ['l1'], 5, true]) {
+        assert.throws(() => encodeFilter(bad), /`filter` must be a selector object/, JSON.stringify(bad));
+    }
+    // an empty selector is a valid (if pointless) filter: syncd decides
+    assert.equal(encodeFilter({}), '{}');
 });
 
 test('which HTTP statuses are permanent', () => {
