@@ -59,11 +59,16 @@ SCENARIOS = [
     "auth_403_cancels",
     "auth_partition_isolation",
     "outdated_schema",
+    "partial_move_out_in",
+    "partial_filter_change",
+    "partial_revocation",
 ]
 # Scenarios that restart syncd get a syncd process of their own.
 DEDICATED_SERVER = {"syncd_restart"}
 # Scenarios that need credentials run against jwt_syncd and may ask for tokens.
-AUTH_SERVER = {"auth_refresh_on_401", "auth_403_cancels", "auth_partition_isolation"}
+AUTH_SERVER = {
+    "auth_refresh_on_401", "auth_403_cancels", "auth_partition_isolation", "partial_revocation",
+}
 # (way, scenario) pairs a scenario does not apply to, and why (node/scenarios/auth.mjs).
 _NO_WRITE_ERRORS = (
     "replicateWithWebsocketServer has no error channel for a write: syncd answers a 403 with "
@@ -236,9 +241,12 @@ class NodeScenario:
         if command == "token":
             if self.issuer is None:
                 raise RuntimeError("token needs a scenario listed in AUTH_SERVER")
+            claims = request.get("claims") or {}
+            if not isinstance(claims, dict) or set(claims) & {"sub", "ttl", "scope"}:
+                raise RuntimeError(f"token: claims must be an object of extra claims, got {claims!r}")
             return self.issuer.token(
                 request["subject"], ttl=float(request.get("ttl_seconds", 300)),
-                scope=request.get("scope", "read write"),
+                scope=request.get("scope", "read write"), **claims,
             )
         if command == "restart_syncd":
             if not self.dedicated:

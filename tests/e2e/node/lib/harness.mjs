@@ -164,23 +164,29 @@ export class Context {
     }
 
     /** A JWT for `subject` that syncd accepts (scenarios marked authServer). */
-    async token(subject, { ttl = 300, scope = 'read write' } = {}) {
-        return rpc('token', { subject, ttl_seconds: ttl, scope });
+    async token(subject, { ttl = 300, scope = 'read write', claims } = {}) {
+        return rpc('token', claims ? { subject, ttl_seconds: ttl, scope, claims } : { subject, ttl_seconds: ttl, scope });
     }
 
     /**
      * A token function as apps give the clients: `({refresh}) → token`. The first token lives
      * `firstTtl` seconds, every refreshed one `ttl`; `calls` records each call's `refresh`.
+     * `claims` are extra claims of every token (e.g. `{regions: ['north']}`); `source.setClaims()`
+     * changes them for the tokens made after it (a revocation takes effect at the next refresh).
      */
-    tokenSource(subject, { firstTtl = 300, ttl = 300, scope = 'read write' } = {}) {
+    tokenSource(subject, { firstTtl = 300, ttl = 300, scope = 'read write', claims } = {}) {
         let current;
+        let currentClaims = claims;
         const calls = [];
         const source = async ({ refresh = false } = {}) => {
             calls.push(Boolean(refresh));
             if (!current || refresh) {
-                current = await this.token(subject, { ttl: current ? ttl : firstTtl, scope });
+                current = await this.token(subject, { ttl: current ? ttl : firstTtl, scope, claims: currentClaims });
             }
             return current;
+        };
+        source.setClaims = (next) => {
+            currentClaims = next;
         };
         source.subject = subject;
         source.calls = calls;
@@ -197,8 +203,9 @@ export class Context {
      * An RxDB client (its own in-memory database) for `collectionName`, not yet replicating; a
      * `schema` with a version > 0 needs `migrationStrategies`, as in an app.
      */
-    async client(name, collectionName, { schema = TODO_SCHEMA, resolveConflict, migrationStrategies } = {}) {
+    async client(name, collectionName, { schema = TODO_SCHEMA, resolveConflict, migrationStrategies, validate = false } = {}) {
         const client = new Client(this, name, collectionName, schema, resolveConflict, migrationStrategies);
+        client.validate = validate;
         await client.open();
         this.clients.push(client);
         return client;
@@ -208,14 +215,17 @@ export class Context {
      * Every document syncd has for the collection, tombstones included, pulled page by page (in
      * the partition of `token`, a string or a token function, when syncd checks credentials).
      */
-    async serverDocuments(collectionName, { token } = {}) {
+    async serverDocuments(collectionName, { token, filter } = {}) {
         const bearer = typeof token === 'function' ? await token({ refresh: false }) : token;
         const headers = bearer ? { authorization: `Bearer ${bearer}` } : {};
         const endpoint = `${this.syncdUrl}/api/v1/sync/${encodeURIComponent(collectionName)}`;
         const all = {};
         let checkpoint = null;
         for (;;) {
-            const query = checkpoint ? `&checkpoint=${encodeURIComponent(JSON.stringify(checkpoint))}` : '';
+            let query = checkpoint ? `&checkpoint=${encodeURIComponent(JSON.stringify(checkpoint))}` : '';
+            if (filter) {
+                query += `&filter=${encodeURIComponent(JSON.stringify(filter))}`;
+            }
             const response = await fetch(`${endpoint}?limit=1000${query}`, { headers });
             if (!response.ok) {
                 throw new Error(`pulling ${collectionName} from syncd: ${response.status} ${await response.text()}`);
@@ -280,7 +290,8 @@ export class Client {
     }
 
     async open() {
-        this.db = await this.ctx.rx.createDatabase(`${this.name}${this.ctx.runId}`.toLowerCase().replace(/[^a-z0-9]/g, ''));
+        this.db = await this.ctx.rx.createDatabase(`${this.name}${this.ctx.runId}`.toLowerCase().replace(/[^a-z0-9]/g, ''),
+            { validate: Boolean(this.validate) });
         const definition = { schema: this.schema };
         if (this.migrationStrategies) {
             definition.migrationStrategies = this.migrationStrategies;
@@ -314,6 +325,7 @@ export class Client {
             retryTime: options.retryTime ?? 300,
             reconnect: options.reconnect ?? { initialDelay: 100, maxDelay: 1000 },
             token: options.token,
+            filter: options.filter,
         });
         replication.received = 0;
         replication.state.received$.subscribe((doc) => {

@@ -33,6 +33,9 @@ export async function loadRxdb(version, { format = 'esm' } = {}) {
     // Collections whose schema has a version > 0 (with migrationStrategies) need it, as in apps.
     const { RxDBMigrationSchemaPlugin } = await load(`${pkg}/plugins/migration-schema`);
     core.addRxPlugin(RxDBMigrationSchemaPlugin);
+    // A validating storage (ajv, RxDB's own wrapper) for scenarios that must prove RxDB accepts
+    // what syncd sends against the schema, e.g. the placeholder deletions of partial replication.
+    const { wrappedValidateAjvStorage } = await load(`${pkg}/plugins/validate-ajv`);
     const installed = require(`${pkg}/package.json`).version;
     const major = Number(installed.split('.')[0]);
 
@@ -48,10 +51,12 @@ export async function loadRxdb(version, { format = 'esm' } = {}) {
         /** A CJS require that resolves like this copy does (for rxdb-server and friends). */
         require,
 
-        async createDatabase(name) {
+        /** `validate`: wrap the memory storage in RxDB's ajv validation (every write is checked). */
+        async createDatabase(name, { validate = false } = {}) {
+            const storage = getRxStorageMemory();
             return core.createRxDatabase({
                 name,
-                storage: getRxStorageMemory(),
+                storage: validate ? wrappedValidateAjvStorage({ storage }) : storage,
                 multiInstance: false,
                 eventReduce: true,
             });

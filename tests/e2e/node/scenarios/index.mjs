@@ -11,6 +11,7 @@ import { authScenarios } from './auth.mjs';
 import { customConflictHandler, deleteWhileOffline, twoClientsConverge } from './convergence.mjs';
 import { initialSync10k } from './initial-sync.mjs';
 import { liveLatencyStream, rapidEditsOneDocument, resumeFromCheckpoint, syncdRestart } from './live.mjs';
+import { partialScenarios } from './partial.mjs';
 import { hostileValues } from './values.mjs';
 
 export const SCENARIOS = {
@@ -24,4 +25,5 @@ export const SCENARIOS = {
     hostile_values: { run: hostileValues },
     rapid_edits_one_document: { run: rapidEditsOneDocument },
     ...authScenarios,
+    ...partialScenarios,
 };

@@ -24,6 +24,10 @@
  *           (native: the helper's token option; rxdb-server: Authorization header, refreshed on
  *           unauthorized$; websocket: the `auth` message, refreshed before expiry; see
  *           scenarios/auth.mjs)
+ * @property {object|undefined} filter  partial replication (docs/partial-sync.md): a Mango-style
+ *           selector such as `{listId: 'l1'}` (native: the helper's `filter` option, `filter=` on
+ *           pull, push and stream; rxdb-server: `/filter/{encodeURIComponent(JSON)}` in the URL
+ *           path; rxdb-websocket: `&filter=` on the socket URL)
  *
  * @typedef {object} Replication
  * @property {object} state          the RxReplicationState (error$, received$, awaitInSync(), cancel(), …)

@@ -32,6 +32,7 @@ export const native = {
             collectionName: args.collectionName,
             replicationIdentifier: args.identifier,
             token: args.token,
+            filter: args.filter,
             live: args.live,
             batchSize: args.batchSize,
             pull: args.pullBatchSize ? { batchSize: args.pullBatchSize } : undefined,

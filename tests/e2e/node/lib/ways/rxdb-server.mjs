@@ -9,6 +9,7 @@
  * - It calls the global fetch and has no fetch option: pulls are counted by a wrapper around
  *   globalThis.fetch that tells the clients apart by the header x-e2e-replication.
  * - The SSE client is `eventsource` 2 (rxdb-server's own dependency), passed explicitly.
+ * - A filter (partial replication) goes in the URL path: `/rxdb/{c}/{v}/filter/{encodeURIComponent(JSON)}`.
  * - A token function is asked again (`{refresh: true}`) on every `unauthorized$`, and the new
  *   token is set as `replicationState.headers`, as docs/rxdb-compat.md tells apps to: the client
  *   retries pull and push, and reopens the SSE stream, with those headers.
@@ -92,10 +93,13 @@ export const rxdbServer = {
             headers.authorization = `Bearer ${token}`;
         }
         const schemaVersion = args.collection.schema.version;
+        // a filter goes in the URL path (docs/partial-sync.md): the client appends /pull, /push
+        // and /pullStream to it, and a path works with every EventSource
+        const filter = args.filter ? `/filter/${encodeURIComponent(JSON.stringify(args.filter))}` : '';
         const state = replicateServer({
             collection: args.collection,
             replicationIdentifier: args.identifier,
-            url: `${args.syncdUrl}/rxdb/${args.collectionName}/${schemaVersion}`,
+            url: `${args.syncdUrl}/rxdb/${args.collectionName}/${schemaVersion}${filter}`,
             headers,
             live: args.live,
             retryTime: args.retryTime,

@@ -10,7 +10,8 @@
  *   need pull counts or connection counts (received$ still counts documents, and deliveries
  *   through the stream are still timed).
  * - The app's schema version goes in the URL (`?schemaVersion=N`), which the client passes through
- *   unchanged: syncd fails every request of an outdated client with `outdated_schema`.
+ *   unchanged: syncd fails every request of an outdated client with `outdated_schema`. A filter
+ *   (partial replication) goes there too, as `&filter=<encodeURIComponent(JSON)>`.
  * - Credentials go in the `auth` message, as `headers`, which the client sends again from
  *   `options.headers` on every (re)connect. It gives the app no sign of a 401: syncd answers the
  *   requests (empty page, `result: null`) and closes with 4401, the client reconnects silently.
@@ -36,7 +37,9 @@ export const rxdbWebsocket = {
             collection: args.collection,
             replicationIdentifier: args.identifier,
             // the client's messages carry no schema version: the URL does (docs/rxdb-compat.md)
-            url: `${args.syncdUrl.replace(/^http/, 'ws')}/rxdb/ws?schemaVersion=${args.collection.schema.version}`,
+            // and a filter (partial replication) too, for every collection over this socket
+            url: `${args.syncdUrl.replace(/^http/, 'ws')}/rxdb/ws?schemaVersion=${args.collection.schema.version}` +
+                (args.filter ? `&filter=${encodeURIComponent(JSON.stringify(args.filter))}` : ''),
             live: args.live,
             batchSize: args.batchSize,
             headers: token ? { authorization: `Bearer ${token}` } : undefined,
