@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ def check_declaration(fields: Mapping[str, FilterField], schema: Mapping[str, An
                 f"filter field {name!r} is not a top-level property of the schema"
             )
         types = prop.get("type")
-        kinds = {types} if isinstance(types, str) else set(types or ())
+        kinds = ({types} if isinstance(types, str) else set(types or ())) - {"null"}
         if not kinds or not kinds <= FILTERABLE_TYPES:
             raise FilterDeclarationError(
                 f"filter field {name!r} must have type string, number, integer or boolean "
@@ -217,7 +217,7 @@ def within(narrow: Filter | None, wide: Filter | None) -> bool:
 
 
 def forbidden_values(
-    declared: Mapping[str, FilterField], identity: Identity, docs: list[Mapping[str, Any]]
+    declared: Mapping[str, FilterField], identity: Identity, docs: Sequence[Mapping[str, Any]]
 ) -> str | None:
     """The first claim-bound value among pushed documents that the caller may not write."""
     if identity.service:
@@ -273,7 +273,7 @@ def encode_state(state: FilterState) -> str:
 def decode_state(token: str) -> FilterState:
     try:
         body = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or "f" not in body:
             raise ValueError
         floor = body.get("m", 0)
         removal = body.get("r")

@@ -132,6 +132,8 @@ class Subscriber:
     ) -> None:
         self.key = key
         self.way = way  # the way in that serves it (native, rxdb-server, rxdb-ws): /admin
+        # The claims that decide what it may see: a recheck that finds them changed ends it.
+        self.claims: frozenset[str] = frozenset()
         # Whose stream this is: a push waits for the streams of the identity that pushed.
         self.owner = owner
         self._max_bytes = max_bytes

@@ -112,6 +112,23 @@ WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
   AND d.id = doomed.id
 """
 
+# Move-out records (docs/partial-sync.md) older than the window, like tombstones: a replication
+# offline for longer than the window no longer learns that such a document left its filter.
+PURGE_MOVES_SQL = """
+WITH doomed AS (
+    SELECT m.collection_id, m.partition, m.seq
+    FROM syncd_moves AS m
+    JOIN syncd_collections AS c ON c.id = m.collection_id
+    WHERE m.moved_at < now() - make_interval(secs => $1)
+      AND ($2::text IS NULL OR c.name = $2)
+    LIMIT $3
+)
+DELETE FROM syncd_moves AS m
+USING doomed
+WHERE m.collection_id = doomed.collection_id AND m.partition = doomed.partition
+  AND m.seq = doomed.seq
+"""
+
 # A push into a collection that was removed (``syncd collections remove``) after this node
 # cached it: the documents' foreign key refuses the rows.
 CollectionGone = asyncpg.ForeignKeyViolationError
@@ -227,10 +244,21 @@ class DocumentStore:
     ) -> int:
         """Delete tombstones older than the window; return how many. Clients offline for
         longer than the window never learn of those deletes, so keep it generous."""
+        return await self._purge(PURGE_SQL, older_than_seconds, collection, batch)
+
+    async def purge_moves(
+        self, older_than_seconds: float, collection: str | None, *, batch: int = 10_000
+    ) -> int:
+        """Delete move-out records older than the window; return how many."""
+        return await self._purge(PURGE_MOVES_SQL, older_than_seconds, collection, batch)
+
+    async def _purge(
+        self, sql: str, older_than_seconds: float, collection: str | None, batch: int
+    ) -> int:
         total = 0
         while True:
             async with self._connection() as conn:
-                status = await conn.execute(PURGE_SQL, older_than_seconds, collection, batch)
+                status = await conn.execute(sql, older_than_seconds, collection, batch)
             deleted = int(status.split()[-1])
             total += deleted
             if deleted < batch:

@@ -324,7 +324,8 @@ class EventStream(Response):
             timers["expiry"] = loop.call_later(delay, subscriber.interrupt, EXPIRED)
         # Revoked (or unconfirmable) credentials end the stream like expired ones.
         recheck = None if self._identity is None else watch(
-            self._identity, lambda _error: subscriber.interrupt(EXPIRED)
+            self._identity, lambda _error: subscriber.interrupt(EXPIRED),
+            lambda: subscriber.claims,
         )
         if self._keepalive:
 

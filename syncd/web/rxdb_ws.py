@@ -374,7 +374,10 @@ class RxdbSocket:
         if task is not None:
             task.cancel()
         identity = self.identity
-        self._recheck = (identity, None if identity is None else watch(identity, self._revoked))
+        self._recheck = (identity, None if identity is None else watch(
+            identity, self._revoked,
+            lambda: {c for subscriber, _ in self._streams.values() for c in subscriber.claims},
+        ))
 
     def _revoked(self, error: SyncdError) -> None:
         """A recheck said no: not one more change goes out; close with 4401 (1013 when the

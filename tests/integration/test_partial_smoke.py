@@ -25,7 +25,7 @@ SCHEMA: dict[str, Any] = {
     "required": ["id", "listId", "title", "n"],
     "additionalProperties": False,
 }
-ACCESS = {"filters": {"listId": {}}}
+ACCESS: dict[str, Any] = {"filters": {"listId": {}}}
 
 
 def _pull(http: httpx.Client, name: str, flt: Any, cp: Any, limit: int = 100) -> dict[str, Any]:
