@@ -79,6 +79,17 @@ STREAM_SUBSCRIBERS = Gauge(
     "syncd_stream_subscribers", "Live streams open (every transport), summed over workers.",
     registry=REGISTRY, multiprocess_mode="livesum",
 )
+STREAM_FEEDS = Gauge(
+    "syncd_stream_feeds",
+    "Change feeds read by the nodes: one per (collection, partition, filter) with live streams, "
+    "however many streams share it; summed over workers.",
+    ("filtered",), registry=REGISTRY, multiprocess_mode="livesum",
+)
+STREAM_FEED_READS = Counter(
+    "syncd_stream_feed_reads",
+    "Reads of the database by change feeds (each serves every stream of its feed).",
+    ("filtered",), registry=REGISTRY,
+)
 STREAM_FRAMES_SENT = Counter(
     "syncd_stream_frames_sent",
     "Change frames handed to live streams (one per stream per frame).", registry=REGISTRY,
