@@ -25,6 +25,9 @@ Filter = tuple[tuple[str, tuple[str, ...]], ...]
 MAX_FIELDS = 8
 MAX_VALUES = 100
 MAX_VALUE_BYTES = 512
+# The effective filter travels in every checkpoint (twice during a filter change), which
+# rxdb-server's client sends back in a URL: kept well below what a request line may hold.
+MAX_FILTER_BYTES = 2048
 # Field names go into SQL text (expression indexes, the trigger's arguments): identifiers only.
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 FILTERABLE_TYPES = frozenset({"string", "number", "integer", "boolean"})
@@ -178,6 +181,14 @@ def effective(
                 code="forbidden_filter_value",
             )
         result[name] = tuple(value for value in asked if value in allowed)
+    size = sum(len(name) + sum(len(v) + 1 for v in values) for name, values in result.items())
+    if size > MAX_FILTER_BYTES:
+        raise BadRequest(
+            f"the filter, with the values the caller's claims add, has {size} bytes of field "
+            f"names and values; a replication may select at most {MAX_FILTER_BYTES}. Filter on "
+            "fewer values (of a claim-bound field: a few of the claim's values)",
+            code="filter_too_large",
+        )
     return tuple(sorted(result.items())) or None
 
 

@@ -232,3 +232,12 @@ def test_a_damaged_filter_state_is_an_invalid_checkpoint(token: str) -> None:
 def test_a_checkpoint_of_another_cluster_loses_its_filter_state_too() -> None:
     wire = checkpoints.encode(checkpoints.Position(10, 20), "ab12", encode_state(FilterState(None)))
     assert checkpoints.decode_with_state(wire, "ffff") == (checkpoints.ORIGIN, None)
+
+
+def test_an_effective_filter_too_large_for_a_checkpoint_is_refused() -> None:
+    many = user(regions=[f"region-{i:04}" for i in range(300)])
+    with pytest.raises(BadRequest) as caught:
+        effective(None, DECLARED, many)
+    assert caught.value.code == "filter_too_large"
+    chosen = parse_selector('{"region": {"$in": ["region-0001", "region-0002"]}}', DECLARED)
+    assert effective(chosen, DECLARED, many) == (("region", ('"region-0001"', '"region-0002"')),)
