@@ -182,6 +182,12 @@ async function device(ctx, tag, name, { filter, allowed, visible, token } = {}) 
         const deleted = Boolean(doc._deleted) || event.operation === 'DELETE';
         const what = `${event.operation} ${JSON.stringify(doc.id)} listId=${JSON.stringify(doc.listId)} ` +
             `region=${JSON.stringify(doc.region)} title=${JSON.stringify(doc.title)} deleted=${deleted}`;
+        if (process.env.E2E_DEBUG_FRAMES) {
+            ctx.log(`[stored ${tag}] ${what} ${JSON.stringify(doc)}`);
+        }
+        if (process.env.E2E_PARTIAL_SABOTAGE && tag === 'a') {
+            dev.allowed = (d) => d.listId === 'l2'; // negative control: every check must fire
+        }
         if (deleted) {
             dev.deletions += 1;
             // a placeholder carries the values this device was allowed to see, nothing newer
@@ -223,11 +229,14 @@ async function converged(ctx, name, devices, { token, timeout = 30_000, what = '
     }, { timeout, interval: 100, what: `${what} (${devices.map((d) => d.tag).join(', ')})` });
 }
 
+/** rxdb-server reports a 401 (an expired token, refreshed by the way) as RC_UNAUTHORIZED. */
+const refreshedAfter401 = (error) => /RC_UNAUTHORIZED/.test(`${error.code} ${error.message}`);
+
 function assertClean(devices) {
     for (const dev of devices) {
         assert(dev.violations.length === 0,
             `${dev.tag}: ${dev.violations.length} violation(s): ${dev.violations.slice(0, 5).join('; ')}`);
-        const errors = dev.client.unexpectedErrors();
+        const errors = dev.client.unexpectedErrors(refreshedAfter401);
         assert(errors.length === 0, `${dev.tag}: RxDB errors ${JSON.stringify(errors.slice(-3))}`);
     }
 }
