@@ -243,7 +243,7 @@ class NodeScenario:
                 raise RuntimeError("token needs a scenario listed in AUTH_SERVER")
             claims = request.get("claims") or {}
             if not isinstance(claims, dict) or set(claims) & {"sub", "ttl", "scope"}:
-                raise RuntimeError(f"token: claims must be an object of extra claims, got {claims!r}")
+                raise RuntimeError(f"token: claims must be an object of extra claims: {claims!r}")
             return self.issuer.token(
                 request["subject"], ttl=float(request.get("ttl_seconds", 300)),
                 scope=request.get("scope", "read write"), **claims,
