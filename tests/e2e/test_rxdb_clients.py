@@ -62,6 +62,7 @@ SCENARIOS = [
     "partial_move_out_in",
     "partial_filter_change",
     "partial_revocation",
+    "partial_conflict_local_wins",
 ]
 # Scenarios that restart syncd get a syncd process of their own.
 DEDICATED_SERVER = {"syncd_restart"}

@@ -157,8 +157,8 @@ class Writer {
  * `device.allowed(doc)` says which non-deleted documents it may hold now; `device.visible(doc)`
  * which of syncd's rows it must hold at convergence (its effective filter).
  */
-async function device(ctx, tag, name, { filter, allowed, visible, token } = {}) {
-    const client = await ctx.client(tag, name, { schema: ITEM_SCHEMA, validate: true });
+async function device(ctx, tag, name, { filter, allowed, visible, token, resolveConflict } = {}) {
+    const client = await ctx.client(tag, name, { schema: ITEM_SCHEMA, validate: true, resolveConflict });
     await assertValidating(client);
     const dev = {
         tag,
@@ -482,8 +482,66 @@ export async function partialRevocation(ctx) {
     assert(!replications.a.state.isStopped() && !replications.b.state.isStopped(), 'a or b stopped replicating');
 }
 
+/**
+ * A device whose conflict handler keeps its local version edits a document offline that the
+ * writer moves out of its filter meanwhile: syncd answers the push with the placeholder, the
+ * handler keeps the local edit and RxDB pushes it again with the placeholder as its assumed
+ * master; syncd takes that as "the device overrides the deletion it was shown" and writes it
+ * (the device may write that document). The document is back in the device's list, with the
+ * device's content; the other device, which had it after the move, gets it as a move-out; there is
+ * no conflict loop (the handler runs a bounded number of times and then never again).
+ */
+export async function partialConflictLocalWins(ctx) {
+    const name = await ctx.collection(ITEM_SCHEMA, { access: LIST_ACCESS });
+    const writer = new Writer(ctx, name);
+    await writer.write(seedLists(['l1', 'l2'], 3));
+    const resolved = [];
+    const keepLocal = (input) => {
+        resolved.push({ id: input.newDocumentState.id, master: input.realMasterState });
+        return input.newDocumentState;
+    };
+    const a = await device(ctx, 'a', name, { filter: { listId: 'l1' }, resolveConflict: keepLocal });
+    const b = await device(ctx, 'b', name, { filter: { listId: 'l2' } });
+    const devices = [a, b];
+    for (const dev of devices) {
+        await dev.client.start({ filter: dev.filter, batchSize: PAGE });
+    }
+    await Promise.all(devices.map((dev) => dev.client.awaitInSync()));
+    await converged(ctx, name, devices, { what: 'the initial sync' });
+
+    await a.client.stop();
+    const local = await a.client.collection.findOne('l1-0').exec();
+    await local.incrementalPatch({ title: 'l1-0 edited offline by a', done: true });
+    await writer.move({ 'l1-0': 'l2' });
+    await eventually(async () => assert((await b.client.state())['l1-0']?.listId === 'l2', 'not yet at b'),
+        { timeout: 20_000, what: 'b to receive l1-0 moved into l2' });
+    await a.client.start({ filter: a.filter, batchSize: PAGE });
+    await a.client.awaitInSync();
+    const server = await converged(ctx, name, devices, { what: 'the overridden move' });
+    assert(server['l1-0']?.listId === 'l1' && server['l1-0'].title === 'l1-0 edited offline by a',
+        `syncd's l1-0 is not a's version: ${JSON.stringify(server['l1-0'])}`);
+    // (RxDB 15 also calls the handler for equality checks, with another master: only the
+    // conflict's master must be the placeholder, and no call may see the moved version)
+    assert(resolved.some(({ master }) => master._deleted === true && master.title === ''),
+        `a's conflict handler never saw the placeholder: ${JSON.stringify(resolved.map((r) => r.master))}`);
+    for (const { master } of resolved) {
+        assert(!/written for l2/.test(master.title ?? ''),
+            `a's conflict handler was shown the version outside its filter: ${JSON.stringify(master)}`);
+    }
+    const forEdit = () => resolved.filter((r) => r.id === 'l1-0').length;
+    const count = forEdit();
+    await marker(ctx, name, writer, a, 'l1-1', { done: true });
+    await marker(ctx, name, writer, b, 'l2-1', { done: true });
+    assert(forEdit() === count, `the conflict handler keeps running for l1-0 (${count} → ${forEdit()})`);
+    assert(count <= 4, `the conflict handler ran ${count} times for one edit`);
+    ctx.log(`a's handler ran ${count} time(s)`);
+    logCounts(ctx, devices);
+    assertClean(devices);
+}
+
 export const partialScenarios = {
     partial_move_out_in: { run: partialMoveOutIn },
     partial_filter_change: { run: partialFilterChange },
     partial_revocation: { run: partialRevocation, authServer: true },
+    partial_conflict_local_wins: { run: partialConflictLocalWins },
 };
