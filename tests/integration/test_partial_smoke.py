@@ -158,3 +158,21 @@ async def test_streams_of_one_filter_share_one_feed_and_one_read_per_change(
     finally:
         for ws in sockets:
             await ws.close()
+
+
+def test_rxdb_server_takes_the_filter_in_the_url_path(http: httpx.Client, listed: str) -> None:
+    docs = [{"id": f"r{i}", "listId": f"l{i % 2}", "title": "t", "n": 1} for i in range(4)]
+    assert _push(http, listed, [{"newDocumentState": d} for d in docs]) == []
+    flt = quote(orjson.dumps({"listId": "l1"}).decode(), safe="")
+    page = http.get(f"/rxdb/{listed}/0/filter/{flt}/pull?lwt=0&id=&limit=10")
+    assert page.status_code == 200, page.text
+    assert sorted(d["id"] for d in page.json()["documents"]) == ["r1", "r3"]
+    # A value with a slash still routes (the filter is everything between /filter/ and /pull).
+    slashed = quote(orjson.dumps({"listId": "a/pull"}).decode(), safe="")
+    assert http.get(f"/rxdb/{listed}/0/filter/{slashed}/pull?lwt=0&id=").json()[
+        "documents"] == []
+    # A broken filter would be retried forever as a 400: the client gets 403 (forbidden$).
+    bad = quote('{"title": "t"}', safe="")
+    refused = http.get(f"/rxdb/{listed}/0/filter/{bad}/pull?lwt=0&id=")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "invalid_filter"
