@@ -63,12 +63,14 @@ SCENARIOS = [
     "partial_filter_change",
     "partial_revocation",
     "partial_conflict_local_wins",
+    "partial_revocation_named_value",
 ]
 # Scenarios that restart syncd get a syncd process of their own.
 DEDICATED_SERVER = {"syncd_restart"}
 # Scenarios that need credentials run against jwt_syncd and may ask for tokens.
 AUTH_SERVER = {
     "auth_refresh_on_401", "auth_403_cancels", "auth_partition_isolation", "partial_revocation",
+    "partial_revocation_named_value",
 }
 # (way, scenario) pairs a scenario does not apply to, and why (node/scenarios/auth.mjs).
 _NO_WRITE_ERRORS = (
@@ -78,6 +80,16 @@ _NO_WRITE_ERRORS = (
 )
 NOT_FOR = {
     ("rxdb-websocket", "auth_403_cancels"): _NO_WRITE_ERRORS,
+}
+# Scenarios that fail because of a known syncd bug (strict: a fix makes them fail as XPASS, so
+# that the mark is removed with the fix).
+KNOWN_BUGS = {
+    "partial_revocation_named_value": (
+        "syncd bug: a replication whose filter names a claim-bound value the token lost gets its "
+        "removal, but the removal's last checkpoint holds only the remaining values, so its next "
+        "pull (the same filter) is 403 forbidden_filter_value and the replication is cancelled "
+        "(native, rxdb-server) or never pulls again (rxdb-websocket)"
+    ),
 }
 # Pending in node: not runnable yet.
 PENDING: set[str] = set()
@@ -298,6 +310,8 @@ def _matrix() -> list[Any]:
                 if (way, scenario) in NOT_FOR:
                     reason = f"not for {way}: {NOT_FOR[way, scenario]}"
                     marks.append(pytest.mark.skip(reason=reason))
+                if scenario in KNOWN_BUGS:
+                    marks.append(pytest.mark.xfail(reason=KNOWN_BUGS[scenario], strict=True))
                 params.append(pytest.param(
                     way, rxdb, scenario, id=f"{way}-rxdb{rxdb}-{scenario}", marks=marks
                 ))

@@ -539,9 +539,74 @@ export async function partialConflictLocalWins(ctx) {
     assertClean(devices);
 }
 
+/**
+ * Revocation of a value the device's filter names: C asks for `{region: {$in: ['north',
+ * 'south']}}` and its token loses south. The south documents must leave C and C must go on
+ * replicating north (a continuing replication is not a fresh one: docs/partial-sync.md refuses
+ * only a replication that never held the value), also after the app restarts (same identifier,
+ * filter and token: it resumes from its checkpoint). D (`{listId: 'l1'}`, north and south) keeps
+ * its claims and is not affected.
+ */
+export async function partialRevocationNamedValue(ctx) {
+    const name = await ctx.collection(ITEM_SCHEMA, { access: REGION_ACCESS });
+    const writerToken = await ctx.token('writer', { claims: { regions: ALL_REGIONS } });
+    const writer = new Writer(ctx, name, writerToken);
+    const seed = {};
+    for (const region of ALL_REGIONS) {
+        for (const listId of ['l1', 'l2']) {
+            for (let i = 0; i < 2; i++) {
+                seed[`${region}-${listId}-${i}`] = { listId, region, tags: [region] };
+            }
+        }
+    }
+    await writer.write(seed);
+    let cRegions = ['north', 'south'];
+    const cFilter = { region: { $in: ['north', 'south'] } };
+    const cSees = (doc) => cRegions.includes(doc.region);
+    const cToken = ctx.tokenSource('carol', { firstTtl: 4, ttl: 120, claims: { regions: cRegions } });
+    const c = await device(ctx, 'c', name, { filter: cFilter, allowed: cSees, visible: cSees, token: cToken });
+    const dFilter = { listId: 'l1' };
+    const dSees = (doc) => doc.listId === 'l1' && ['north', 'south'].includes(doc.region);
+    const dToken = ctx.tokenSource('dave', { claims: { regions: ['north', 'south'] } });
+    const d = await device(ctx, 'd', name, { filter: dFilter, allowed: dSees, visible: dSees, token: dToken });
+    const devices = [c, d];
+    const replications = {};
+    for (const dev of devices) {
+        replications[dev.tag] = await dev.client.start({ filter: dev.filter, token: dev.token, batchSize: PAGE });
+    }
+    await Promise.all(devices.map((dev) => dev.client.awaitInSync()));
+    await converged(ctx, name, devices, { token: writerToken, what: 'the sync before the revocation' });
+
+    cToken.setClaims({ regions: ['north'] });
+    const revokedAt = Date.now();
+    cRegions = ['north'];
+    c.allowed = (doc) => ['north', 'south'].includes(doc.region);
+    await converged(ctx, name, devices, { token: writerToken, timeout: 40_000, what: 'the revocation to reach c' });
+    ctx.log(`south left c ${Date.now() - revokedAt} ms after the claims changed (token refreshes: ${cToken.refreshes()})`);
+    c.allowed = (doc) => (doc._deleted ? ['north', 'south'].includes(doc.region) : doc.region === 'north');
+
+    await writer.write({ 'south-l1-0': { done: true }, 'south-new': { listId: 'l2', region: 'south' } });
+    await marker(ctx, name, writer, c, 'north-l2-0', { done: true });
+    await marker(ctx, name, writer, d, 'north-l1-1', { done: true });
+    await converged(ctx, name, devices, { token: writerToken, what: 'the changes after the revocation' });
+    // the app restarts (same identifier, filter and token): it resumes from its checkpoint
+    await c.client.stop();
+    await writer.write({ 'north-l1-0': { done: true } });
+    replications.c = await c.client.start({ filter: c.filter, token: c.token, batchSize: PAGE });
+    await marker(ctx, name, writer, c, 'north-l2-1', { done: true });
+    await converged(ctx, name, devices, { token: writerToken, what: 'the sync after c restarted' });
+    logCounts(ctx, devices);
+    const signals = replications.c.signals;
+    assert(signals.forbidden === 0 && signals.permanentErrors.length === 0,
+        `c was refused after the revocation: ${JSON.stringify(signals)}`);
+    assert(!replications.c.state.isStopped() && !replications.d.state.isStopped(), 'c or d stopped replicating');
+    assertClean(devices);
+}
+
 export const partialScenarios = {
     partial_move_out_in: { run: partialMoveOutIn },
     partial_filter_change: { run: partialFilterChange },
     partial_revocation: { run: partialRevocation, authServer: true },
     partial_conflict_local_wins: { run: partialConflictLocalWins },
+    partial_revocation_named_value: { run: partialRevocationNamedValue, authServer: true },
 };
