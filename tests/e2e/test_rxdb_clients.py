@@ -64,6 +64,7 @@ SCENARIOS = [
     "partial_revocation",
     "partial_conflict_local_wins",
     "partial_revocation_named_value",
+    "partial_hostile_filter_values",
 ]
 # Scenarios that restart syncd get a syncd process of their own.
 DEDICATED_SERVER = {"syncd_restart"}

@@ -19,9 +19,11 @@
  * - RxDB reported no error (a placeholder that fails the schema is an RC_PULL).
  *
  * Scenarios:
- * - partial_move_out_in: A `{listId: 'l1'}`, B `{listId: {$in: ['l2', 'l3']}}`. Moves while both
- *   are live (stream), then while both are offline (pull from the checkpoint on restart), then
- *   edits outside both filters followed by a marker edit inside: nothing outside arrives.
+ * - partial_move_out_in: A `{listId: 'l1'}`, B `{listId: {$in: ['l2', 'l3']}}`, C `{listId:
+ *   {$in: ['l1', 'l2']}, done: {$eq: false}}` (two fields, one boolean). Moves while all are
+ *   live (stream), then while all are offline (pull from the checkpoint on restart; A also edits
+ *   offline, one edit conflicting with a move-out), then edits outside the filters followed by a
+ *   marker edit inside each: nothing outside arrives.
  * - partial_filter_change: same replicationIdentifier, cancel, start again with a new filter: A
  *   from `{listId: 'l1'}` to the disjoint `{listId: {$in: ['l2', 'l3']}}` (a widening: syncd
  *   pulls from the origin), B from `{$in: ['l1', 'l2', 'l3']}` to the subset `'l2'` (a narrowing:
@@ -58,8 +60,8 @@ export const ITEM_SCHEMA = {
     additionalProperties: false,
 };
 
-/** Clients may filter on listId and region; neither is an access boundary. */
-export const LIST_ACCESS = { filters: { listId: {}, region: {} } };
+/** Clients may filter on listId, region and done; none is an access boundary. */
+export const LIST_ACCESS = { filters: { listId: {}, region: {}, done: {} } };
 /** region is an access boundary: a caller sees only the regions of its `regions` claim. */
 export const REGION_ACCESS = { filters: { listId: {}, region: { claim: 'regions' } } };
 
@@ -126,7 +128,7 @@ class Writer {
             } else {
                 const base = master && !master._deleted ? master : { id, done: false, status: 'open', tags: [], n: 1 };
                 next = { ...base, ...change, _deleted: false };
-                next.title = `${id} written for ${next.listId}/${next.region} (#${this.writes})`;
+                next.title = `${id} written for ${JSON.stringify([next.listId, next.region])} (#${this.writes})`;
                 next.n = (base.n ?? 0) + 1;
             }
             rows.push(master ? { assumedMasterState: master, newDocumentState: next } : { newDocumentState: next });
@@ -198,8 +200,9 @@ async function device(ctx, tag, name, { filter, allowed, visible, token, resolve
             dev.violations.push(`held a document outside its filter: ${what}`);
         }
         // the version a title was written for must be one the device may hold (not deleted)
-        const titled = /written for ([^/]*)\/(\S*) /.exec(doc.title ?? '');
-        if (titled && !dev.allowed({ ...doc, _deleted: false, listId: titled[1], region: titled[2] })) {
+        const titled = / written for (\[.*\]) \(#\d+\)$/.exec(doc.title ?? '');
+        const [listId, region] = titled ? JSON.parse(titled[1]) : [];
+        if (titled && !dev.allowed({ ...doc, _deleted: false, listId, region })) {
             dev.violations.push(`stored content of a version outside its filter: ${what}`);
         }
     });
@@ -278,7 +281,9 @@ export async function partialMoveOutIn(ctx) {
     await writer.write(seedLists(['l1', 'l2', 'l3', 'l4'], 5));
     const a = await device(ctx, 'a', name, { filter: { listId: 'l1' } });
     const b = await device(ctx, 'b', name, { filter: { listId: { $in: ['l2', 'l3'] } } });
-    const devices = [a, b];
+    // two fields, one boolean: the open items of l1 and l2
+    const c = await device(ctx, 'c', name, { filter: { listId: { $in: ['l1', 'l2'] }, done: { $eq: false } } });
+    const devices = [a, b, c];
     for (const dev of devices) {
         await dev.client.start({ filter: dev.filter, batchSize: PAGE });
     }
@@ -336,10 +341,12 @@ export async function partialMoveOutIn(ctx) {
     await writer.write({ 'l4-2': { done: true }, 'l4-3': { tags: ['x'] }, 'new-3': { region: 'east' } });
     await marker(ctx, name, writer, a, 'l1-4', { done: true });
     await marker(ctx, name, writer, b, 'l3-4', { done: true });
+    await marker(ctx, name, writer, c, 'l2-4', { tags: ['marker'] });
     await converged(ctx, name, devices, { what: 'the final state' });
     logCounts(ctx, devices);
     assertClean(devices);
-    assert(a.deletions > 0 && b.deletions > 0, `no deletion reached a device (a ${a.deletions}, b ${b.deletions})`);
+    assert(devices.every((dev) => dev.deletions > 0),
+        `no deletion reached a device (${devices.map((dev) => `${dev.tag} ${dev.deletions}`).join(', ')})`);
     ctx.metric('partial_writer_writes', writer.writes, 'rows');
 }
 
@@ -525,7 +532,7 @@ export async function partialConflictLocalWins(ctx) {
     assert(resolved.some(({ master }) => master._deleted === true && master.title === ''),
         `a's conflict handler never saw the placeholder: ${JSON.stringify(resolved.map((r) => r.master))}`);
     for (const { master } of resolved) {
-        assert(!/written for l2/.test(master.title ?? ''),
+        assert(!(master.title ?? '').includes('written for ["l2"'),
             `a's conflict handler was shown the version outside its filter: ${JSON.stringify(master)}`);
     }
     const forEdit = () => resolved.filter((r) => r.id === 'l1-0').length;
@@ -603,10 +610,42 @@ export async function partialRevocationNamedValue(ctx) {
     assertClean(devices);
 }
 
+/**
+ * Filter values that need encoding in a URL (path and query): `/`, `%`, `?`, `#`, `&`, `+`,
+ * spaces, quotes, backslashes, non-ASCII. A `{$in: […]}` of them and a single one, on two
+ * devices; a move out of and into them. The placeholder deletions carry the values exactly.
+ */
+export async function partialHostileFilterValues(ctx) {
+    const name = await ctx.collection(ITEM_SCHEMA, { access: LIST_ACCESS });
+    const writer = new Writer(ctx, name);
+    const weird = ['a/b', '100% sure?', 'x#y&z=1+2', 'ü "quoted" \\ back', '..', 'l1'];
+    const seed = {};
+    weird.forEach((listId, i) => {
+        for (let j = 0; j < 2; j++) {
+            seed[`w${i}-${j}`] = { listId, region: 'north', tags: [listId] };
+        }
+    });
+    await writer.write(seed);
+    const a = await device(ctx, 'a', name, { filter: { listId: { $in: weird.slice(0, 4) } } });
+    const b = await device(ctx, 'b', name, { filter: { listId: weird[4] } });
+    const devices = [a, b];
+    for (const dev of devices) {
+        await dev.client.start({ filter: dev.filter, batchSize: PAGE });
+    }
+    await Promise.all(devices.map((dev) => dev.client.awaitInSync()));
+    await converged(ctx, name, devices, { what: 'the initial sync' });
+    await writer.move({ 'w0-0': weird[4], 'w4-0': weird[3], 'w5-0': weird[1] });
+    await converged(ctx, name, devices, { what: 'the moves' });
+    logCounts(ctx, devices);
+    assertClean(devices);
+    assert(a.deletions > 0 && b.deletions > 0, `no deletion reached a device (a ${a.deletions}, b ${b.deletions})`);
+}
+
 export const partialScenarios = {
     partial_move_out_in: { run: partialMoveOutIn },
     partial_filter_change: { run: partialFilterChange },
     partial_revocation: { run: partialRevocation, authServer: true },
     partial_conflict_local_wins: { run: partialConflictLocalWins },
     partial_revocation_named_value: { run: partialRevocationNamedValue, authServer: true },
+    partial_hostile_filter_values: { run: partialHostileFilterValues },
 };
