@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from syncd import checkpoint as checkpoints
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
-from syncd.db.filtered import DOCUMENT, NO_FLOOR, FilteredReads
+from syncd.db.filtered import DOCUMENT, NO_FLOOR, FilteredReads, Row
 from syncd.exceptions import Forbidden
 from syncd.filters import (
     Filter,
@@ -53,6 +53,8 @@ class Page:
     read_to: Position = ORIGIN
     full: bool = False
 
+
+_R = TypeVar("_R", Row, tuple[str, str])
 
 # A feed position that stands for "every change with an xid below ``horizon`` was read".
 MAX_SEQ = 2**63 - 1
@@ -108,15 +110,25 @@ class PartialPulls:
     ) -> Page:
         """The changes of ``flt`` after ``after``; ``floor`` None for a replication starting from
         nothing (its first page reads no move-outs and records the floor)."""
-        page = await self._reads.pull(
-            scope.collection_id, scope.partition, flt, after,
-            NO_FLOOR if floor is None else floor, limit,
-        )
+        # Several move-outs of one document are sent once, yet a page with more to follow must
+        # hold ``limit`` documents (RxDB ends its iteration at a short page): read more rows
+        # until it does, and end the page before the document that would exceed it.
+        texts: dict[str, str] = dict(removed or {})  # a filter change's deletions come first
+        want = limit
+        while True:
+            page = await self._reads.pull(
+                scope.collection_id, scope.partition, flt, after,
+                NO_FLOOR if floor is None else floor, want,
+            )
+            fresh = len({row.id for row in page.rows} - texts.keys())
+            if len(page.rows) < want or fresh >= limit:
+                break
+            want += limit - fresh
+        rows = _first_distinct(page.rows, limit, texts.keys())
         if floor is None:
             floor = page.horizon
         fields = tuple(name for name, _ in flt)
-        texts: dict[str, str] = dict(removed or {})  # a filter change's deletions come first
-        for row in page.rows:
+        for row in rows:
             texts.pop(row.id, None)  # several versions of one document: send the last
             if row.kind == DOCUMENT:
                 texts[row.id] = row.body
@@ -126,9 +138,9 @@ class PartialPulls:
                 texts[row.id] = orjson.dumps(
                     scope.placeholders.deletion(row.id, values)
                 ).decode()
-        last = page.rows[-1].position if page.rows else after
+        last = rows[-1].position if rows else after
         kept_floor = floor if last.xid < floor else 0  # below the position it says nothing
-        full = len(page.rows) >= limit
+        full = len(rows) < len(page.rows) or len(page.rows) >= want
         # A page that is not full read every matching change below the horizon.
         read_to = last if full else max(last, Position(page.horizon - 1, MAX_SEQ))
         return Page(
@@ -152,9 +164,20 @@ class PartialPulls:
     ) -> Page:
         """One page of a filter change: deletions of what ``old`` held and ``new`` does not
         select (by primary key), then, once there are none left, ``new``'s own pull."""
-        rows, horizon = await self._reads.removal(
-            scope.collection_id, scope.partition, old, new, position, floor, cursor, limit
-        )
+        # One row more than the page: a page that removes the last of it is not followed by
+        # an empty one (RxDB keeps the checkpoint of a non-empty page only). Several move
+        # records of one document are one deletion: read on until the page is full of them.
+        want = limit + 1
+        while True:
+            rows, horizon = await self._reads.removal(
+                scope.collection_id, scope.partition, old, new, position, floor, cursor, want
+            )
+            distinct = len({doc_id for doc_id, _ in rows})
+            if len(rows) < want or distinct > limit:
+                break
+            want += limit + 1 - distinct
+        first = _first_distinct(rows, limit)
+        more, rows = len(first) < len(rows), first
         if floor_after is None:
             floor_after = horizon  # move-outs from here on are the new filter's business
         fields = tuple(name for name, _ in old or ())
@@ -163,14 +186,16 @@ class PartialPulls:
             values = orjson.loads(old_json)
             kept = {name: values[name] for name in fields if values.get(name) is not None}
             deletions[doc_id] = orjson.dumps(scope.placeholders.deletion(doc_id, kept)).decode()
-        if len(rows) >= limit:
+        if more:
             state = FilterState(old, floor, new, (floor_after, rows[-1][0]))
             return Page(list(deletions.values()), self.checkpoint(position, state))
         if within(new, old):  # a narrowing (a revocation): the device holds the rest already
             start, start_floor = position, floor
         else:
             start, start_floor = ORIGIN, floor_after
-        return await self.pull_filter(scope, new, start, start_floor, limit - len(rows), deletions)
+        return await self.pull_filter(
+            scope, new, start, start_floor, limit - len(deletions), deletions
+        )
 
 
 class PartialPushes:
@@ -229,3 +254,15 @@ class PartialPushes:
             values = {name: new[name] for name in fields if new.get(name) is not None}
             answer.append(orjson.dumps(scope.placeholders.deletion(doc_id, values)).decode())
         return answer
+
+
+def _first_distinct(rows: Sequence[_R], count: int, taken: Collection[str] = ()) -> list[_R]:
+    """The rows before the one that brings a ``count + 1``-th document (not in ``taken``)."""
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        doc_id = row[0] if isinstance(row, tuple) else row.id
+        if doc_id not in seen and doc_id not in taken:
+            if len(seen) == count:
+                return list(rows[:i])
+            seen.add(doc_id)
+    return list(rows)
