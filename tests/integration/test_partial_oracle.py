@@ -165,10 +165,11 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
                     got = by_id[doc_id]
                     if is_placeholder(got):
                         problem = placeholder_problem(got, effective, neutral_allowed=True)
-                        assert problem is None, (problem, got)
+                        assert problem is None, (problem, orjson.dumps(got))
                         world.count("conflict_placeholders")
                     else:
-                        assert matches(got, effective), ("conflict leaks", selector, got)
+                        assert matches(got, effective), (
+                            "conflict leaks", selector, orjson.dumps(got))
                         assert got["title"] in world.titles, got
                     known[doc_id] = got
                     streak[doc_id] += 1
@@ -256,6 +257,15 @@ def _holds_exactly(reader: Reader, expected: dict[str, Doc]) -> bool:
     )
 
 
+async def _cancel(stop: asyncio.Event, task_lists: list[list[asyncio.Task[None]]]) -> None:
+    """Whatever happened: the readers stop, before their client closes."""
+    stop.set()
+    tasks = [t for tasks in task_lists for t in tasks if not t.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _settle(readers: list[Reader], expected: dict[str, dict[str, Doc]],
                   within: float) -> None:
     deadline = time.monotonic() + within
@@ -287,8 +297,12 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
     readers = _readers(claims)
     stop, writers_done = asyncio.Event(), asyncio.Event()
     late_start, late_done = asyncio.Event(), asyncio.Event()
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        streams: list[asyncio.Task[None]] = []
+    streams: list[asyncio.Task[None]] = []
+    pulls: list[asyncio.Task[None]] = []
+    async with contextlib.AsyncExitStack() as cleanup:
+        http = await cleanup.enter_async_context(
+            httpx.AsyncClient(base_url=server.url, timeout=30))
+        cleanup.push_async_callback(_cancel, stop, [streams, pulls])
         for reader in readers:
             tok = token("alice", reader.claims)
             if reader.stream:
@@ -309,8 +323,8 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
                 await puller.pull_all(http)
                 await asyncio.sleep(0.01)
 
-        pulls = [asyncio.create_task(keep_pulling(r.puller)) for r in readers
-                 if r.puller is not None]
+        pulls.extend(asyncio.create_task(keep_pulling(r.puller)) for r in readers
+                     if r.puller is not None)
         started = time.monotonic()
         deadline = started + WRITE_SECONDS
         late_task = asyncio.create_task(_late_writer(world, late_start, late_done))
@@ -367,16 +381,19 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
         for doc in reader.received():
             if is_placeholder(doc):
                 problem = placeholder_problem(doc, effective)
-                assert problem is None, (reader.name, problem, doc)
+                assert problem is None, (reader.name, problem, orjson.dumps(doc))
             else:
                 # A real version: written to alice's partition, and selected by the filter.
-                assert doc.get("title") in world.titles, (reader.name, "unknown version", doc)
-                assert matches(doc, effective), (reader.name, "outside the filter", doc)
+                assert doc.get("title") in world.titles, (
+                    reader.name, "unknown version", orjson.dumps(doc))
+                assert matches(doc, effective), (
+                    reader.name, "outside the filter", orjson.dumps(doc))
         want, docs = expected[reader.name], reader.docs()
         missing = {k: (docs.get(k), v) for k, v in want.items() if docs.get(k) != v}
-        assert not missing, (reader.name, "differs from the table", missing)
+        assert not missing, (reader.name, "differs from the table", orjson.dumps(missing))
         extra = {k: d for k, d in docs.items() if k not in want and d.get("_deleted") is not True}
-        assert not extra, (reader.name, "holds documents its filter does not select", extra)
+        assert not extra, (
+            reader.name, "holds documents its filter does not select", orjson.dumps(extra))
         if reader.selector is not None or claims is not None:
             # Move-outs reached it as deletions (without them the check above fails).
             assert report[reader.name][1] > 0, (reader.name, "received no move-out")
