@@ -49,6 +49,12 @@ class Replica:
         self.subscribed = asyncio.Event()
         self.close_codes: list[int | None] = []
         self._node = 0
+        self._ws: websockets.ClientConnection | None = None
+
+    async def drop(self) -> None:
+        """Close the current socket, as a network change would: the replica reconnects."""
+        if self._ws is not None:
+            await self._ws.close()
 
     @property
     def node(self) -> str:
@@ -71,6 +77,7 @@ class Replica:
                     async with websockets.connect(ws_url, max_queue=max_queue,
                                                   open_timeout=10) as ws:
                         self.connects += 1
+                        self._ws = ws
                         await self._consume(ws, http, stop)
                         if stop.is_set():
                             return

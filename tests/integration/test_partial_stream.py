@@ -157,3 +157,69 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
         assert len(sequences) == 1, (selector, len(sequences))
     print("\nmetrics while subscribed:\n" + "\n".join(
         line for line in metrics.splitlines() if "stream" in line and not line.startswith("#")))
+
+
+async def test_a_revocation_reaches_a_stream_on_its_next_connect(
+    server: SyncdProcess, database_url: str
+) -> None:
+    collection = register_filtered(database_url, CLAIM_RULE)
+    stop = asyncio.Event()
+    replica = Replica([server.url], collection, page=2, token=token("alice", ["north", "south"]))
+    task = asyncio.create_task(replica.run(stop))
+    try:
+        await asyncio.wait_for(replica.subscribed.wait(), 10)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            docs = [item(f"n{i}", "l1", "north", f"n{i}") for i in range(3)] + [
+                item(f"s{i}", "l1", "south", f"s{i}", secret="south") for i in range(3)]
+            for doc in docs:
+                await write(http, collection, doc)
+            await until(lambda: len(replica.docs) == 6)
+            # The token is renewed without "south"; the stream reconnects with it.
+            replica.token = token("alice", ["north"])
+            await replica.drop()
+            await until(lambda: replica.connects == 2 and replica.resyncs == 2)
+            await until(lambda: all(replica.docs[f"s{i}"]["_deleted"] for i in range(3)))
+            # Nothing of south arrives afterwards; north still does.
+            await write(http, collection, item("s9", "l1", "south", "s9"))
+            await write(http, collection, item("n9", "l1", "north", "n9"))
+            await until(lambda: "n9" in replica.docs)
+        assert "s9" not in replica.docs
+        effective = constraints(None, ["north", "south"])
+        for i in range(3):
+            assert placeholder_problem(replica.docs[f"s{i}"], effective) is None
+        assert {k for k, d in replica.docs.items() if not d["_deleted"]} == {
+            "n0", "n1", "n2", "n9"}
+    finally:
+        await stop_all([task], stop)
+
+
+async def test_a_filtered_stream_does_not_hold_up_its_callers_pushes(
+    server: SyncdProcess, database_url: str
+) -> None:
+    """The caller's own stream sees nothing of these pushes (another list): its feed still
+    advances, so no push waits out SYNCD_PUSH_ECHO_WAIT_MS (500 ms) and no RESYNC is sent."""
+    collection = register_filtered(database_url, PLAIN_RULE)
+    alice = token("alice")
+    stop = asyncio.Event()
+    replica = Replica([server.url], collection, filter={"listId": "l1"}, token=alice)
+    task = asyncio.create_task(replica.run(stop))
+    try:
+        await asyncio.wait_for(replica.subscribed.wait(), 10)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            durations = []
+            for i in range(20):
+                started = time.monotonic()
+                response = await push(http, collection, alice, [
+                    {"newDocumentState": item(f"o{i}", "l2", "north", f"o{i}")}])
+                durations.append(time.monotonic() - started)
+                assert response.json() == [], response.text
+            # A push into the filter is echoed on the stream before it is answered.
+            response = await push(http, collection, alice, [
+                {"newDocumentState": item("in", "l1", "north", "in")}])
+            assert response.json() == []
+            await until(lambda: "in" in replica.docs, 2)
+        assert max(durations) < 0.4, durations
+        assert replica.resyncs == 1 and replica.connects == 1
+        assert set(replica.docs) == {"in"}
+    finally:
+        await stop_all([task], stop)
