@@ -25,7 +25,9 @@ import orjson
 from syncd.exceptions import BadRequest
 
 JS_MAX_SAFE_INTEGER = 2**53 - 1
-_ID_PATTERN = re.compile(r"^([0-9a-f]{1,16})\.([0-9]{1,16})$")
+# A filtered replication's checkpoint adds "~<state>": base64url of its filter state
+# (syncd/filters.py, docs/partial-sync.md). Unreserved URL characters only, like the rest.
+_ID_PATTERN = re.compile(r"^([0-9a-f]{1,16})\.([0-9]{1,16})(?:~([A-Za-z0-9_-]{1,16384}))?$")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -39,14 +41,20 @@ class Position:
 ORIGIN = Position(0, 0)
 
 
-def encode(position: Position, epoch: str) -> dict[str, Any]:
-    return {"id": f"{epoch}.{position.seq}", "lwt": position.xid}
+def encode(position: Position, epoch: str, state: str | None = None) -> dict[str, Any]:
+    suffix = "" if state is None else f"~{state}"
+    return {"id": f"{epoch}.{position.seq}{suffix}", "lwt": position.xid}
 
 
 def decode(checkpoint: Any, epoch: str) -> Position:
     """The position a client checkpoint stands for; ``None`` (a first pull) is the origin."""
+    return decode_with_state(checkpoint, epoch)[0]
+
+
+def decode_with_state(checkpoint: Any, epoch: str) -> tuple[Position, str | None]:
+    """The position and the filter state token (None for an unfiltered checkpoint)."""
     if checkpoint is None:
-        return ORIGIN
+        return ORIGIN, None
     if not isinstance(checkpoint, dict):
         raise BadRequest(
             "checkpoint must be a JSON object as returned by a previous pull, "
@@ -55,7 +63,7 @@ def decode(checkpoint: Any, epoch: str) -> Position:
         )
     token, lwt = checkpoint.get("id"), checkpoint.get("lwt")
     if token in (None, "") and (lwt is None or (lwt == 0 and not isinstance(lwt, bool))):
-        return ORIGIN  # rxdb-server's first pull sends id='' and lwt=0
+        return ORIGIN, None  # rxdb-server's first pull sends id='' and lwt=0
     match = _ID_PATTERN.match(token) if isinstance(token, str) else None
     if match is None or not _is_whole_number(lwt):
         raise BadRequest(
@@ -64,8 +72,8 @@ def decode(checkpoint: Any, epoch: str) -> Position:
             code="invalid_checkpoint",
         )
     if match.group(1) != epoch:
-        return ORIGIN  # written by another cluster: replay everything rather than skip
-    return Position(int(lwt), int(match.group(2)))
+        return ORIGIN, None  # written by another cluster: replay everything rather than skip
+    return Position(int(lwt), int(match.group(2))), match.group(3)
 
 
 def parse_query_value(raw: str | None) -> Any:

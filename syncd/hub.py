@@ -1,4 +1,5 @@
-"""The node's change feed: one reader per (collection, partition), fanned out to subscribers.
+"""The node's change feed: one reader per (collection, partition, filter), fanned out to
+subscribers (a filter is partial replication's effective filter; None for everything).
 
 On a wake-up a feed reads the new changes once (the same pull query clients use, from the feed's
 own position), serializes them once into a ``Frame``, and offers that same frame to every
@@ -21,18 +22,37 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
-from typing import Final
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Final
 
 from syncd import checkpoint as checkpoints
 from syncd import metrics
 from syncd.checkpoint import Position
 from syncd.db.store import DocumentStore
+from syncd.filters import Filter
 from syncd.wire import page_body
 
 log = logging.getLogger("syncd.hub")
 
-FeedKey = tuple[uuid.UUID, str]  # (collection id, partition)
+FeedKey = tuple[uuid.UUID, str, Filter | None]  # (collection id, partition, filter)
+PartitionKey = tuple[uuid.UUID, str]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedRead:
+    """One read of a feed: the documents to send and their checkpoint (when there are any),
+    how far the read went (``read_to``: a filtered read that found nothing still read every
+    change below its horizon), and whether the page was full (more may follow at once)."""
+
+    documents: list[str]
+    checkpoint: dict[str, Any] | None
+    read_to: Position
+    full: bool
+
+
+# Reads a feed's changes after a position, at most ``limit`` of them.
+Reader = Callable[[Position, int], Awaitable[FeedRead]]
 # Commits per feed whose lag to their frame is timed at once (syncd_stream_feed_lag_seconds).
 MAX_TIMED_COMMITS = 10_000
 
@@ -237,9 +257,10 @@ class Subscriber:
 
 
 class Feed:
-    def __init__(self, hub: Hub, key: FeedKey) -> None:
+    def __init__(self, hub: Hub, key: FeedKey, reader: Reader | None = None) -> None:
         self.hub = hub
         self.key = key
+        self.reader: Reader = reader or self._read_all
         self.position: Position | None = None
         self.subscribers: set[Subscriber] = set()
         # The same subscribers by owner: a push waits only for its own caller's streams, and
@@ -257,35 +278,41 @@ class Feed:
         self.task: asyncio.Task[None] | None = None
 
     async def _start(self) -> None:
-        self.position = (await self.hub.store.heads([self.key]))[0]
+        self.position = (await self.hub.store.heads([self.key[:2]]))[0]
         self.task = asyncio.create_task(self._run(), name=f"syncd-feed-{self.key[0]}")
 
+    async def _read_all(self, after: Position, limit: int) -> FeedRead:
+        """The unfiltered feed's read: the partition's changes, as a client's pull reads them."""
+        store = self.hub.store
+        page = await store.pull(self.key[0], self.key[1], after, limit)
+        if page.last is None:
+            return FeedRead([], None, after, False)
+        checkpoint = checkpoints.encode(page.last, store.epoch)
+        return FeedRead(page.documents, checkpoint, page.last, len(page.documents) >= limit)
+
     async def _run(self) -> None:
-        store, limit = self.hub.store, self.hub.frame_limit
+        limit = self.hub.frame_limit
         while True:
             await self.wake.wait()
             self.wake.clear()
             assert self.position is not None
             try:
                 while True:
-                    page = await store.pull(self.key[0], self.key[1], self.position, limit)
-                    if page.last is None:
-                        break
-                    self.position = page.last
-                    self.frames += 1
-                    frame = Frame(
-                        page_body(page.documents, checkpoints.encode(page.last, store.epoch)),
-                        self.frames,
-                    )
-                    sent = 0
-                    for subscriber in tuple(self.subscribers):
-                        sent += subscriber.offer(frame)
-                    metrics.STREAM_FRAMES_SENT.inc(sent)
-                    if self.commits:
-                        self._observe_lag()
-                    if self._readers:
-                        self._release_readers()
-                    if len(page.documents) < limit:
+                    read = await self.reader(self.position, limit)
+                    if read.documents:
+                        self.frames += 1
+                        frame = Frame(page_body(read.documents, read.checkpoint), self.frames)
+                        sent = 0
+                        for subscriber in tuple(self.subscribers):
+                            sent += subscriber.offer(frame)
+                        metrics.STREAM_FRAMES_SENT.inc(sent)
+                    if read.read_to > self.position:
+                        self.position = read.read_to
+                        if self.commits:
+                            self._observe_lag()
+                        if self._readers:
+                            self._release_readers()
+                    if not read.full:
                         break
             except Exception as exc:  # any failure: retry later, the position is kept
                 self.hub.database_failed(exc)
@@ -356,6 +383,8 @@ class Hub:
         # Tells the other nodes (set once signals exist); None on a single node.
         self.publish: Callable[[uuid.UUID], None] | None = None
         self._feeds: dict[FeedKey, Feed] = {}
+        # The filters streamed per (collection, partition): a commit wakes each of them.
+        self._partitions: dict[PartitionKey, set[FeedKey]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._database_failing = False
         self._stopping: set[asyncio.Task[None]] = set()
@@ -391,13 +420,15 @@ class Hub:
 
     async def subscribe(
         self, collection_id: uuid.UUID, partition: str, owner: Hashable = None,
-        way: str = "other",
+        way: str = "other", flt: Filter | None = None, reader: Reader | None = None,
     ) -> Subscriber:
-        """Register a subscriber; every change after this moment reaches it (or a RESYNC)."""
-        key = (collection_id, partition)
+        """Register a subscriber; every change after this moment reaches it (or a RESYNC).
+        A filtered subscriber shares the feed of its filter, which ``reader`` reads."""
+        key = (collection_id, partition, flt)
         feed = self._feeds.get(key)
         if feed is None:
-            feed = self._feeds[key] = Feed(self, key)
+            feed = self._feeds[key] = Feed(self, key, reader)
+            self._partitions.setdefault((collection_id, partition), set()).add(key)
         subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames, way)
         feed.subscribers.add(subscriber)
         feed.owners.setdefault(owner, set()).add(subscriber)
@@ -424,6 +455,10 @@ class Hub:
         self.ways[subscriber.way] -= 1
         if not feed.subscribers:
             del self._feeds[subscriber.key]
+            streamed = self._partitions[subscriber.key[:2]]
+            streamed.discard(subscriber.key)
+            if not streamed:
+                del self._partitions[subscriber.key[:2]]
             # Keep a reference: the event loop holds tasks only weakly.
             stopping = asyncio.create_task(feed.stop())
             self._stopping.add(stopping)
@@ -434,8 +469,8 @@ class Hub:
     ) -> None:
         """This node committed changes (up to ``upto``): wake the local feed now, tell the
         other nodes soon."""
-        feed = self._feeds.get((collection_id, partition))
-        if feed is not None:
+        for key in self._partitions.get((collection_id, partition), ()):
+            feed = self._feeds[key]
             feed.wake.set()
             if upto is not None:
                 feed.time_commit(upto)
@@ -460,29 +495,35 @@ class Hub:
         RESYNC instead, and pushes stop waiting for it until it has caught up. When the feed
         itself cannot read the change in time (an older transaction still holds the horizon:
         no pull could see it either), the push is answered without a RESYNC."""
-        feed = self._feeds.get((collection_id, partition))
-        if feed is None or feed.position is None or wait_seconds <= 0:
+        if wait_seconds <= 0:
             return
-        own = feed.owners.get(owner)
-        if not own or all(subscriber.lagging for subscriber in own):
+        feeds = []
+        for key in self._partitions.get((collection_id, partition), ()):
+            feed = self._feeds[key]
+            own = feed.owners.get(owner)
+            if feed.position is not None and own and not all(s.lagging for s in own):
+                feeds.append((feed, own, feed.when_read(upto)))
+        if not feeds:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
-        reader = feed.when_read(upto)
-        if not reader.done():
-            done, _ = await asyncio.wait((reader,), timeout=wait_seconds)
-            if not done:
+        pending = [reader for _, _, reader in feeds if not reader.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=wait_seconds)
+        waiting: list[tuple[Subscriber, asyncio.Future[None]]] = []
+        for _feed, own, reader in feeds:
+            if not reader.done():
                 reader.cancel()
                 log.debug("push answered before its echo: the change is not readable yet "
                           "(an older transaction holds the pull horizon)")
-                return
-        number = reader.result()
-        waiting = [
-            (subscriber, waiter)
-            for subscriber in tuple(own)
-            if not subscriber.lagging
-            and (waiter := subscriber.when_sent(number)) is not None
-        ]
+                continue
+            number = reader.result()
+            waiting.extend(
+                (subscriber, waiter)
+                for subscriber in tuple(own)
+                if not subscriber.lagging
+                and (waiter := subscriber.when_sent(number)) is not None
+            )
         if not waiting:
             return
         await asyncio.wait([waiter for _, waiter in waiting],
@@ -494,7 +535,7 @@ class Hub:
                 subscriber.resync("echo_lag")
 
     def changed_elsewhere(self, collection_ids: set[uuid.UUID]) -> None:
-        for (collection_id, _), feed in self._feeds.items():
+        for (collection_id, _, _), feed in self._feeds.items():
             if collection_id in collection_ids:
                 feed.wake.set()
 
@@ -519,13 +560,16 @@ class Hub:
             feeds = [f for f in self._feeds.values() if f.position is not None]
             if not feeds:
                 continue
+            partitions = list(dict.fromkeys(f.key[:2] for f in feeds))
             try:
-                heads = await self.store.heads([f.key for f in feeds])
+                found = await self.store.heads(partitions)
             except Exception as exc:  # the feeds keep their positions; try again next tick
                 self.database_failed(exc)
                 continue
             if self._database_failing:
                 self._database_back()
+            head_of = dict(zip(partitions, found, strict=True))
+            heads = [head_of[f.key[:2]] for f in feeds]
             for feed, head in zip(feeds, heads, strict=True):
                 if feed.position is not None and head > feed.position:
                     feed.wake.set()

@@ -19,10 +19,14 @@ from syncd.auth.access import AccessRule
 from syncd.auth.identity import Identity, identity_key
 from syncd.config import Settings
 from syncd.conflicts import parse_push_rows, raise_if_too_deep
+from syncd.db.filtered import FilteredReads
 from syncd.db.registry import CollectionRegistry
 from syncd.db.store import CollectionGone, DocumentStore
-from syncd.exceptions import BadRequest, NotFound, UpgradeRequired
+from syncd.exceptions import BadRequest, Forbidden, NotFound, UpgradeRequired
+from syncd.filters import Filter, effective, forbidden_values, parse_selector
 from syncd.hub import Hub, Subscriber
+from syncd.partial import PartialPulls, PartialPushes, Scope, held_filters, read_checkpoint
+from syncd.placeholders import Placeholders
 from syncd.schema import Validator, compile_validator
 
 
@@ -35,6 +39,7 @@ class Collection:
     validate: Validator
     access: AccessRule
     loaded_at: float
+    placeholders: Placeholders  # the deletions partial replication sends (docs/partial-sync.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,9 @@ class SyncService:
         self._registry = registry
         self._hub = hub
         self._collections: dict[str, Collection] = {}
+        reads = FilteredReads(store)
+        self._partial_pulls = PartialPulls(reads, store.epoch)
+        self._partial_pushes = PartialPushes(reads)
 
     async def collection(self, name: str) -> Collection:
         cached = self._collections.get(name)
@@ -79,6 +87,7 @@ class SyncService:
                 validate=compile_validator(record.schema),
                 access=AccessRule.parse(record.access_rule),
                 loaded_at=time.monotonic(),
+                placeholders=Placeholders(record.schema, record.primary_key),
             )
         self._collections[name] = fresh
         return fresh
@@ -117,23 +126,40 @@ class SyncService:
 
     async def pull(
         self, name: str, identity: Identity, checkpoint: Any, limit: int | None,
-        schema_version: int | None = None,
+        schema_version: int | None = None, filter_text: str | None = None,
     ) -> PullResult:
         """Up to ``limit`` changes after ``checkpoint``, in change order; never a short page
-        while more visible changes exist. Only the caller's partition is ever read."""
+        while more visible changes exist. Only the caller's partition is ever read, and of it
+        only what the replication's effective filter selects (docs/partial-sync.md)."""
         collection = await self.collection(name)
         self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
         count = self.check_limit(limit)
-        after = checkpoints.decode(checkpoint, self._store.epoch)
-        page = await self._store.pull(collection.id, partition, after, count)
-        metrics.DOCUMENTS_PULLED.labels(collection.name).inc(len(page.documents))
-        if page.last is None:
-            return PullResult([], checkpoint)
-        return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
+        declared = collection.access.filters
+        requested = parse_selector(filter_text, declared)
+        after, state = read_checkpoint(checkpoint, self._store.epoch)
+        flt = effective(requested, declared, identity, held_filters(state))
+        if flt is None:
+            if state is not None:  # filtered before, everything now: from the beginning
+                after, checkpoint = checkpoints.ORIGIN, None
+            page = await self._store.pull(collection.id, partition, after, count)
+            metrics.DOCUMENTS_PULLED.labels(collection.name).inc(len(page.documents))
+            if page.last is None:
+                return PullResult([], checkpoint)
+            return PullResult(page.documents, checkpoints.encode(page.last, self._store.epoch))
+        result = await self._partial_pulls.pull(
+            self._scope(collection, partition), flt, after, state, count
+        )
+        metrics.DOCUMENTS_PULLED.labels(collection.name).inc(len(result.documents))
+        return PullResult(result.documents, result.checkpoint)
+
+    @staticmethod
+    def _scope(collection: Collection, partition: str) -> Scope:
+        return Scope(collection.id, partition, collection.placeholders, collection.access.filters)
 
     async def push(
-        self, name: str, identity: Identity, body: Any, schema_version: int | None = None
+        self, name: str, identity: Identity, body: Any, schema_version: int | None = None,
+        filter_text: str | None = None,
     ) -> list[str]:
         """Apply a batch of push rows; return the stored state of every row that conflicted.
 
@@ -152,6 +178,21 @@ class SyncService:
         if not rows:
             return []
         collection.access.check_owner(partition, (row.new for row in rows))
+        declared = collection.access.filters
+        flt: Filter | None = None
+        if declared:
+            requested = parse_selector(filter_text, declared)
+            refused = forbidden_values(declared, identity, [row.new for row in rows])
+            if refused is not None:
+                raise Forbidden(refused, code="forbidden_filter_value")
+            # Values the claims no longer allow are dropped, not refused: the replication's
+            # next pull removes them from the device (a 403 would cancel it).
+            flt = effective(requested, declared, identity, requested)
+            if flt is not None:
+                rows = await self._partial_pushes.overriding(
+                    self._scope(collection, partition), flt,
+                    effective(None, declared, identity), rows,
+                )
         try:
             result = await self._store.push(collection.id, partition, rows)
         except CollectionGone:  # removed since this node cached it
@@ -170,19 +211,32 @@ class SyncService:
                 collection.id, partition, identity_key(identity), result.last,
                 self._settings.push_echo_wait_ms / 1000,
             )
+        if flt is not None and result.conflicts:
+            return self._partial_pushes.hide(
+                self._scope(collection, partition), flt, rows, result.conflicts,
+                collection.primary_key,
+            )
         return result.conflicts
 
     async def subscribe(
         self, name: str, identity: Identity, schema_version: int | None = None,
-        way: str = "other",
+        way: str = "other", filter_text: str | None = None,
     ) -> tuple[Collection, Subscriber]:
-        """Register a live subscriber; from now on every change of the caller's partition
-        reaches it, or a RESYNC."""
+        """Register a live subscriber; from now on every change of the caller's partition that
+        its effective filter selects reaches it (move-outs as deletions), or a RESYNC."""
         collection = await self.collection(name)
         self.check_version(collection, schema_version)
         partition = collection.access.partition_for(identity, write=False)
+        declared = collection.access.filters
+        requested = parse_selector(filter_text, declared)
+        # No checkpoint here: values the claims no longer allow are dropped; the pull that
+        # follows the stream's RESYNC removes them from the device (or refuses a fresh one).
+        flt = effective(requested, declared, identity, requested)
+        reader = None if flt is None else self._partial_pulls.feed_reader(
+            self._scope(collection, partition), flt
+        )
         return collection, await self._hub.subscribe(
-            collection.id, partition, identity_key(identity), way
+            collection.id, partition, identity_key(identity), way, flt, reader
         )
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

@@ -6,7 +6,8 @@ Pure; no I/O. A rule is stored with its collection (``syncd collections add --ac
       "read":  {"scope": ["todos:read"]},     # every listed claim must hold one of the values
       "write": {"role": ["editor", "admin"]},
       "partition_claim": "sub",               # rows belong to the caller's `sub`; absent: shared
-      "owner_field": "userId"                 # pushed documents must carry that same value
+      "owner_field": "userId",                # pushed documents must carry that same value
+      "filters": {"listId": {}, "region": {"claim": "regions"}}   # partial replication
     }
 
 ``read``/``write`` default to {} (any authenticated caller). A claim holding a list, or a
@@ -21,6 +22,7 @@ from typing import Any
 
 from syncd.auth.identity import Identity
 from syncd.exceptions import BadRequest, Forbidden
+from syncd.filters import FilterDeclarationError, FilterField, parse_declaration
 from syncd.keys import MAX_PARTITION_BYTES, bytes_over
 
 PARTITION_HEADER = "X-Syncd-Partition"
@@ -36,6 +38,8 @@ class AccessRule:
     write: Mapping[str, frozenset[str]] = field(default_factory=dict)
     partition_claim: str | None = None
     owner_field: str | None = None
+    # Fields replications may filter on (docs/partial-sync.md); claim-bound ones bound access.
+    filters: Mapping[str, FilterField] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | None) -> AccessRule:
@@ -43,7 +47,7 @@ class AccessRule:
             return OPEN
         if not isinstance(raw, Mapping):
             raise AccessRuleError("an access rule is a JSON object")
-        unknown = set(raw) - {"read", "write", "partition_claim", "owner_field"}
+        unknown = set(raw) - {"read", "write", "partition_claim", "owner_field", "filters"}
         if unknown:
             raise AccessRuleError(f"unknown access rule keys: {', '.join(sorted(unknown))}")
         for key in ("partition_claim", "owner_field"):
@@ -52,7 +56,12 @@ class AccessRule:
                 raise AccessRuleError(f"{key!r} must be a non-empty string")
         if raw.get("owner_field") and not raw.get("partition_claim"):
             raise AccessRuleError("'owner_field' needs a 'partition_claim' to compare with")
+        try:
+            filters = parse_declaration(raw.get("filters"))
+        except FilterDeclarationError as exc:
+            raise AccessRuleError(str(exc)) from None
         return cls(
+            filters=filters,
             read=_requirement("read", raw.get("read")),
             write=_requirement("write", raw.get("write")),
             partition_claim=raw.get("partition_claim"),
@@ -105,6 +114,11 @@ class AccessRule:
                 code="partition_too_long",
             )
         return partition
+
+    @property
+    def claim_bound(self) -> bool:
+        """Whether some field bounds what a caller sees: every replication is then filtered."""
+        return any(f.claim is not None for f in self.filters.values())
 
     def check_owner(self, partition: str, documents: Iterable[Mapping[str, Any]]) -> None:
         """Every pushed document must name its own partition in ``owner_field``."""

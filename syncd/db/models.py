@@ -100,6 +100,28 @@ class DocumentRecord(Base):
     )
 
 
+class MoveRecord(Base):
+    """A move-out: a document's declared filter fields changed (docs/partial-sync.md).
+
+    Written only by a collection's trigger (syncd/db/filtering.py), at the ``(xid, seq)`` of the
+    version that changed them; ``old`` holds the declared fields' previous values."""
+
+    __tablename__ = "syncd_moves"
+    __table_args__ = (Index("ix_syncd_moves_moved_at", "moved_at"),)
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("syncd_collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    partition: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[str] = mapped_column(Text(collation="C"))
+    xid: Mapped[int] = mapped_column(Xid8)
+    old: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    moved_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class NodeRecord(Base):
     """One running node's heartbeat (syncd/admin/heartbeat.py): what the admin page shows of it.
 

@@ -14,10 +14,14 @@ from typing import Any, Literal
 from sqlalchemy import delete, false, func, select, true
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from syncd.auth.access import AccessRule, AccessRuleError
+from syncd.db import filtering
 from syncd.db.models import CollectionRecord, DocumentRecord
 from syncd.db.urls import sqlalchemy_url
+from syncd.filters import FilterDeclarationError, check_declaration
 from syncd.names import collection_name_problem
-from syncd.schema import SchemaError, primary_key_of, schema_version_of
+from syncd.placeholders import PlaceholderError, check_placeholders
+from syncd.schema import SchemaError, compile_validator, primary_key_of, schema_version_of
 
 # What registering did: a new collection, a changed one (newer schema or another access rule),
 # or nothing (the same schema and rule again).
@@ -95,18 +99,40 @@ class CollectionRegistry:
         if problem is not None:
             raise SchemaError(problem)
         key, version = primary_key_of(schema).field, schema_version_of(schema)
+        record, outcome, staged = await self._put_record(name, schema, access, key, version)
+        if access is not None:
+            # Declared filter fields: the trigger and indexes first, then the rule that lets
+            # clients use them (staged held back the fields that were not served yet).
+            await filtering.ensure(self._engine, record.id, _filter_fields(access))
+            if staged != access:
+                async with self._sessions() as session, session.begin():
+                    stored = await session.get(CollectionRecord, record.id, with_for_update=True)
+                    if stored is not None:
+                        stored.access_rule = access
+                record.access_rule = access
+        return record, outcome
+
+    async def _put_record(
+        self, name: str, schema: dict[str, Any], access: dict[str, Any] | None, key: str,
+        version: int,
+    ) -> tuple[CollectionRecord, Registered, dict[str, Any] | None]:
+        """Write the collection row; return it, what changed, and the access rule stored now
+        (``access`` without the filter fields that have no trigger and indexes yet)."""
         async with self._sessions() as session, session.begin():
             result = await session.execute(
                 select(CollectionRecord).where(CollectionRecord.name == name).with_for_update()
             )
             record = result.scalar_one_or_none()
+            _check_filters(schema, key, access if access is not None else (
+                record.access_rule if record is not None else None))
             if record is None:
+                staged = _staged(access, None)
                 record = CollectionRecord(
-                    name=name, primary_key=key, schema=schema, schema_version=version,
-                    access_rule=access,
+                    id=uuid.uuid4(), name=name, primary_key=key, schema=schema,
+                    schema_version=version, access_rule=staged,
                 )
                 session.add(record)
-                return record, "added"
+                return record, "added", staged
             if version < record.schema_version:
                 raise SchemaError(
                     f"collection {name!r} is at schema version {record.schema_version}; "
@@ -124,11 +150,12 @@ class CollectionRegistry:
                     "RxDB schema does, with a migration strategy) to register the change"
                 )
             if schema == record.schema and access in (None, record.access_rule):
-                return record, "unchanged"
+                return record, "unchanged", record.access_rule
             record.schema, record.schema_version = schema, version
+            staged = record.access_rule
             if access is not None:
-                record.access_rule = access
-            return record, "updated"
+                staged = record.access_rule = _staged(access, record.access_rule)
+            return record, "updated", staged
 
     async def details(self, name: str) -> CollectionDetails | None:
         """The collection with its document and tombstone counts, in one statement."""
@@ -169,4 +196,34 @@ class CollectionRegistry:
             counts = select(live, tombstones).where(d.collection_id == collection_id)
             counted = (await session.execute(counts)).one()
             await session.execute(delete(c).where(c.id == collection_id))
+        await filtering.ensure(self._engine, collection_id, ())
         return Removed(counted.documents, counted.tombstones)
+
+
+def _filter_fields(access: dict[str, Any] | None) -> list[str]:
+    filters = (access or {}).get("filters")
+    return sorted(filters) if isinstance(filters, dict) else []
+
+
+def _staged(access: dict[str, Any] | None, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``access`` with only the filter fields that are served already (declared in ``stored``):
+    the others are added once their trigger and indexes exist."""
+    if access is None or "filters" not in access:
+        return access
+    served = set(_filter_fields(stored))
+    filters = {f: o for f, o in access["filters"].items() if f in served}
+    staged = {k: v for k, v in access.items() if k != "filters"}
+    if filters:
+        staged["filters"] = filters
+    return staged
+
+
+def _check_filters(schema: dict[str, Any], key: str, access: dict[str, Any] | None) -> None:
+    """Declared filter fields must be scalar properties with a valid deletion placeholder."""
+    try:
+        declared = AccessRule.parse(access).filters
+        if declared:
+            check_declaration(declared, schema)
+            check_placeholders(schema, key, compile_validator(schema), tuple(declared))
+    except (AccessRuleError, FilterDeclarationError, PlaceholderError) as exc:
+        raise SchemaError(str(exc)) from None

@@ -3,7 +3,10 @@
 Every request may state the client's RxDB schema version (``X-Syncd-Schema-Version`` or
 ``?schemaVersion=``; clients/js always does): an older one than the collection's is answered 426
 ``outdated_schema`` (a stream closes with 4426), so the app learns it must update instead of
-syncing documents of the old shape until a push is refused."""
+syncing documents of the old shape until a push is refused.
+
+A replication of a part of the partition sends its filter (``?filter=<URL-encoded JSON>``) on
+the pull, the push and the stream alike (docs/partial-sync.md)."""
 
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ async def pull(request: Request) -> JSONBytes:
         checkpoint,
         parse_limit(params.get("limit")),
         version,
+        params.get("filter"),
     )
     return JSONBytes(page_body(result.documents, result.checkpoint))
 
@@ -45,7 +49,8 @@ async def push(request: Request) -> JSONBytes:
     version = stated_schema_version(request)
     body = await read_json(request, request.app.state.settings.max_body_bytes)
     conflicts = await _service(request).push(
-        request.path_params["collection"], identity, body, version
+        request.path_params["collection"], identity, body, version,
+        request.query_params.get("filter"),
     )
     return JSONBytes(json_array(conflicts))
 
@@ -68,7 +73,7 @@ async def stream(websocket: WebSocket) -> None:
         identity = await identify(websocket)
         _, subscriber = await service.subscribe(
             websocket.path_params["collection"], identity, stated_schema_version(websocket),
-            way="native",
+            way="native", filter_text=websocket.query_params.get("filter"),
         )
     except Exception as exc:
         await websocket.accept(subprotocol=selected_subprotocol(websocket))

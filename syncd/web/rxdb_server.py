@@ -67,6 +67,9 @@ def routes(prefix: str) -> list[BaseRoute]:
         Route(prefix + "/{collection}/{version}", app),
         Route(prefix + "/{collection}/{version}/", app),
         Route(prefix + "/{collection}/{version}/{action}", app),
+        # A filtered replication (docs/partial-sync.md): the client's url ends in
+        # /filter/<encodeURIComponent(JSON)>, since it cannot carry a query string.
+        Route(prefix + "/{collection}/{version}/filter/{filter:path}/{action}", app),
     ]
 
 
@@ -166,7 +169,9 @@ async def _pull(request: Request, service: SyncService, name: str, identity: Ide
     limit = parse_limit(params.get("limit"))
     checkpoint = None if token == "" and lwt == 0 else {"id": token, "lwt": lwt}
     try:
-        result = await service.pull(name, identity, checkpoint, limit)
+        result = await service.pull(
+            name, identity, checkpoint, limit, filter_text=_filter(request)
+        )
     except BadRequest as exc:
         if exc.code != "invalid_checkpoint" or checkpoint is None:
             raise
@@ -175,7 +180,7 @@ async def _pull(request: Request, service: SyncService, name: str, identity: Ide
         # retried forever; serving from the beginning re-sends current states only.
         log.info("rxdb-server pull of %r from a foreign checkpoint; serving it from the "
                  "beginning: %s", name, exc.message)
-        result = await service.pull(name, identity, None, limit)
+        result = await service.pull(name, identity, None, limit, filter_text=_filter(request))
     if not result.documents:  # an empty page echoes what it was asked for
         return JSONBytes(page_body([], {"id": token, "lwt": lwt}))
     return JSONBytes(page_body(result.documents, result.checkpoint))
@@ -205,7 +210,7 @@ def parse_lwt(raw: str | None) -> int | float:
 async def _push(request: Request, service: SyncService, name: str, identity: Identity) -> Response:
     body = await read_json(request, request.app.state.settings.max_body_bytes)
     try:
-        conflicts = await service.push(name, identity, body)
+        conflicts = await service.push(name, identity, body, filter_text=_filter(request))
     except Unprocessable as exc:
         # Documents the collection's schema refuses will be refused on every retry, and this
         # client retries anything but 401/403/426 forever with the same batch, stalling all its
@@ -222,13 +227,21 @@ async def _pull_stream(
 ) -> Response:
     # Registered before the response headers go out: the client's resync pull starts when the
     # stream opens, so a change is covered either by that pull or by this subscription.
-    _, subscriber = await service.subscribe(name, identity, way="rxdb-server")
+    _, subscriber = await service.subscribe(
+        name, identity, way="rxdb-server", filter_text=_filter(request)
+    )
     return EventStream(
         subscriber=subscriber,
         service=service,
         keepalive_seconds=request.app.state.settings.sse_keepalive_seconds,
         identity=identity,
     )
+
+
+def _filter(request: Request) -> str | None:
+    """The filter of a filtered replication's url (…/filter/<JSON>), already URL-decoded."""
+    value: str | None = request.path_params.get("filter")
+    return value
 
 
 def sse_event(body: bytes) -> str:

@@ -187,6 +187,9 @@ class RxdbSocket:
             self._schema_version = stated_schema_version(websocket)
         except SyncdError as exc:
             self._version_error = exc
+        # A filtered replication's filter (?filter=<JSON>), for every collection on the socket
+        # (docs/partial-sync.md); a bad one fails each request with its 400.
+        self._filter: str | None = websocket.query_params.get("filter")
 
     async def run(self) -> None:
         # The upgrade's credentials are checked before it is accepted, so that the frames an
@@ -422,7 +425,8 @@ class RxdbSocket:
         try:
             checkpoint, limit = _pull_params(request.params)
             result = await self.service.pull(
-                _name(request), identity, checkpoint, limit, self._stated_version()
+                _name(request), identity, checkpoint, limit, self._stated_version(),
+                self._filter,
             )
         except Exception as exc:
             return await self._fail(request, exc)
@@ -435,7 +439,7 @@ class RxdbSocket:
             if not isinstance(params, list) or not params:
                 raise BadRequest(f"{WRITE} params must be [rows]", code="invalid_params")
             conflicts = await self.service.push(
-                _name(request), identity, params[0], self._stated_version()
+                _name(request), identity, params[0], self._stated_version(), self._filter
             )
         except Exception as exc:
             return await self._fail(request, exc)
@@ -502,7 +506,8 @@ class RxdbSocket:
         assert self.identity is not None
         try:
             _, subscriber = await self.service.subscribe(
-                name, self.identity, self._stated_version(), way="rxdb-ws"
+                name, self.identity, self._stated_version(), way="rxdb-ws",
+                filter_text=self._filter,
             )
         except Exception as exc:
             error = _as_syncd_error(exc)

@@ -27,7 +27,7 @@ from tests.support import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
-TABLES = {"syncd_collections", "syncd_documents", "syncd_nodes"}
+TABLES = {"syncd_collections", "syncd_documents", "syncd_nodes", "syncd_moves"}
 FUNCTION = "syncd_stamp_change"
 SEQUENCE = "syncd_change_seq"
 TRIGGER = "syncd_documents_stamp"
@@ -38,6 +38,8 @@ INDEXES = {
     "ix_syncd_documents_changes",
     "ix_syncd_documents_tombstones",
     "pk_syncd_nodes",
+    "pk_syncd_moves",
+    "ix_syncd_moves_moved_at",
     f"{VERSION_TABLE}_pkc",
 }
 
@@ -95,7 +97,7 @@ def _assert_migrated(url: str) -> None:
     assert found["tables"] == {*TABLES, VERSION_TABLE}
     assert found["sequences"] == {SEQUENCE}
     assert found["indexes"] == INDEXES
-    assert found["functions"] == {FUNCTION}
+    assert found["functions"] == {FUNCTION, "syncd_record_move"}
     assert found["triggers"] == {TRIGGER}
     assert asyncio.run(migrate.current_revision(url)) == migrate.head_revision()
 

@@ -1,0 +1,233 @@
+"""Filtered pulls and pushes: the rules of partial replication on top of the store's SQL
+(docs/partial-sync.md). Used by the service for every way in.
+
+A filtered pull is one of three things, decided by the checkpoint's filter state and the
+request's effective filter: a fresh start (no move-outs before its first page concern it), the
+continuation of the same filter, or a filter change (removal of what the old filter held, by
+primary key, then the new filter's pull).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from syncd import checkpoint as checkpoints
+from syncd.checkpoint import ORIGIN, Position
+from syncd.conflicts import PushRow
+from syncd.db.filtered import DOCUMENT, NO_FLOOR, FilteredReads
+from syncd.exceptions import Forbidden
+from syncd.filters import (
+    Filter,
+    FilterField,
+    FilterState,
+    decode_state,
+    encode_state,
+    matches,
+    within,
+)
+from syncd.hub import FeedRead, Reader
+from syncd.placeholders import Placeholders
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one filtered request is about."""
+
+    collection_id: uuid.UUID
+    partition: str
+    placeholders: Placeholders
+    declared: Mapping[str, FilterField]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    documents: list[str]
+    checkpoint: dict[str, Any] | None
+    # For a live feed: how far the read went, and whether the page was full.
+    read_to: Position = ORIGIN
+    full: bool = False
+
+
+# A feed position that stands for "every change with an xid below ``horizon`` was read".
+MAX_SEQ = 2**63 - 1
+
+
+def held_filters(state: FilterState | None) -> Filter | None:
+    """Every value a checkpoint's replication held (its filter and, mid-change, its target)."""
+    if state is None:
+        return None
+    merged: dict[str, set[str]] = {}
+    for flt in (state.filter, state.target):
+        for name, values in flt or ():
+            merged.setdefault(name, set()).update(values)
+    return tuple((name, tuple(sorted(v))) for name, v in sorted(merged.items())) or None
+
+
+def read_checkpoint(checkpoint: Any, epoch: str) -> tuple[Position, FilterState | None]:
+    position, token = checkpoints.decode_with_state(checkpoint, epoch)
+    return position, None if token is None else decode_state(token)
+
+
+class PartialPulls:
+    def __init__(self, reads: FilteredReads, epoch: str) -> None:
+        self._reads = reads
+        self._epoch = epoch
+
+    def checkpoint(self, position: Position, state: FilterState) -> dict[str, Any]:
+        return checkpoints.encode(position, self._epoch, encode_state(state))
+
+    async def pull(
+        self, scope: Scope, flt: Filter, position: Position, state: FilterState | None,
+        limit: int,
+    ) -> Page:
+        """A page for a filtered replication (``flt`` is its effective filter)."""
+        if state is None and position == ORIGIN:
+            return await self.pull_filter(scope, flt, ORIGIN, None, limit)
+        if state is None:  # it replicated everything so far: remove what the filter drops
+            return await self._change(scope, None, position, 0, flt, None, "", limit)
+        if state.removal is not None:
+            floor_after, cursor = state.removal
+            if state.target != flt:  # changed again mid-way: what was kept must be re-judged
+                cursor = ""
+            return await self._change(
+                scope, state.filter, position, state.floor, flt, floor_after, cursor, limit
+            )
+        if state.filter == flt:
+            return await self.pull_filter(scope, flt, position, state.floor, limit)
+        return await self._change(scope, state.filter, position, state.floor, flt, None, "", limit)
+
+    async def pull_filter(
+        self, scope: Scope, flt: Filter, after: Position, floor: int | None, limit: int,
+        documents: Sequence[str] = (),
+    ) -> Page:
+        """The changes of ``flt`` after ``after``; ``floor`` None for a replication starting from
+        nothing (its first page reads no move-outs and records the floor)."""
+        page = await self._reads.pull(
+            scope.collection_id, scope.partition, flt, after,
+            NO_FLOOR if floor is None else floor, limit,
+        )
+        if floor is None:
+            floor = page.horizon
+        fields = tuple(name for name, _ in flt)
+        texts: dict[str, str] = {}
+        for row in page.rows:
+            texts.pop(row.id, None)  # several versions of one document: send the last
+            if row.kind == DOCUMENT:
+                texts[row.id] = row.body
+            else:
+                old = orjson.loads(row.body)
+                values = {name: old[name] for name in fields if old.get(name) is not None}
+                texts[row.id] = orjson.dumps(
+                    scope.placeholders.deletion(row.id, values)
+                ).decode()
+        last = page.rows[-1].position if page.rows else after
+        kept_floor = floor if last.xid < floor else 0  # below the position it says nothing
+        full = len(page.rows) >= limit
+        # A page that is not full read every matching change below the horizon.
+        read_to = last if full else max(last, Position(page.horizon - 1, MAX_SEQ))
+        return Page(
+            [*documents, *texts.values()], self.checkpoint(last, FilterState(flt, kept_floor)),
+            read_to, full,
+        )
+
+    def feed_reader(self, scope: Scope, flt: Filter) -> Reader:
+        """What a live feed of this filter reads with (syncd/hub.py): the pull of a
+        replication that is already running (every move-out after its position counts)."""
+
+        async def read(after: Position, limit: int) -> FeedRead:
+            page = await self.pull_filter(scope, flt, after, 0, limit)
+            return FeedRead(page.documents, page.checkpoint, page.read_to, page.full)
+
+        return read
+
+    async def _change(
+        self, scope: Scope, old: Filter | None, position: Position, floor: int, new: Filter,
+        floor_after: int | None, cursor: str, limit: int,
+    ) -> Page:
+        """One page of a filter change: deletions of what ``old`` held and ``new`` does not
+        select (by primary key), then, once there are none left, ``new``'s own pull."""
+        rows, horizon = await self._reads.removal(
+            scope.collection_id, scope.partition, old, new, position, floor, cursor, limit
+        )
+        if floor_after is None:
+            floor_after = horizon  # move-outs from here on are the new filter's business
+        fields = tuple(name for name, _ in old or ())
+        deletions: dict[str, str] = {}
+        for doc_id, old_json in rows:
+            values = orjson.loads(old_json)
+            kept = {name: values[name] for name in fields if values.get(name) is not None}
+            deletions[doc_id] = orjson.dumps(scope.placeholders.deletion(doc_id, kept)).decode()
+        if len(rows) >= limit:
+            state = FilterState(old, floor, new, (floor_after, rows[-1][0]))
+            return Page(list(deletions.values()), self.checkpoint(position, state))
+        if within(new, old):  # a narrowing (a revocation): the device holds the rest already
+            start, start_floor = position, floor
+        else:
+            start, start_floor = ORIGIN, floor_after
+        return await self.pull_filter(
+            scope, new, start, start_floor, limit - len(rows), list(deletions.values())
+        )
+
+
+class PartialPushes:
+    """The two rules of a push through a filtered replication (docs/partial-sync.md)."""
+
+    def __init__(self, reads: FilteredReads) -> None:
+        self._reads = reads
+
+    async def overriding(
+        self, scope: Scope, flt: Filter, claims: Filter | None, rows: list[PushRow]
+    ) -> list[PushRow]:
+        """Rows whose ``assumedMasterState`` is the placeholder syncd answered a conflict with:
+        the device overrides the deletion it was shown. Compare-and-set them against the stored
+        version, if the caller may write it (its claims allow the stored document)."""
+        fields = tuple(name for name, _ in flt)
+        chosen = [i for i, row in enumerate(rows)
+                  if scope.placeholders.is_placeholder(row.assumed, fields)]
+        if not chosen:
+            return rows
+        stored = await self._reads.current(
+            scope.collection_id, scope.partition, [rows[i].id for i in chosen]
+        )
+        result = list(rows)
+        for i in chosen:
+            text = stored.get(rows[i].id)
+            if text is None:
+                continue
+            doc = orjson.loads(text)
+            if matches(flt, doc):
+                continue  # visible: it conflicts and the device sees the stored state
+            if not matches(claims, doc):
+                raise Forbidden(
+                    f"document {rows[i].id!r} is outside what the caller's claims allow; it "
+                    "cannot be written (nothing of this push was written)",
+                    code="forbidden_filter_value",
+                )
+            result[i] = dataclasses.replace(rows[i], assumed=doc, assumed_json=text)
+        return result
+
+    @staticmethod
+    def hide(
+        scope: Scope, flt: Filter, rows: list[PushRow], conflicts: list[str], primary_key: str
+    ) -> list[str]:
+        """Conflicts on documents the filter cannot see are answered with their placeholder
+        deletion, carrying the values the device itself pushed, never the stored content."""
+        fields = tuple(name for name, _ in flt)
+        pushed = {row.id: row.new for row in rows}
+        answer = []
+        for text in conflicts:
+            doc = orjson.loads(text)
+            if matches(flt, doc):
+                answer.append(text)
+                continue
+            doc_id = str(doc.get(primary_key))
+            new = pushed.get(doc_id, {})
+            values = {name: new[name] for name in fields if new.get(name) is not None}
+            answer.append(orjson.dumps(scope.placeholders.deletion(doc_id, values)).decode())
+        return answer
