@@ -4,14 +4,9 @@ documents a filter selects and what a move-out placeholder may carry."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,8 +16,8 @@ import orjson
 
 from syncd.auth.apikeys import key_hash
 from tests.authworld import AUDIENCE, HS_JWT_ENV, HS_SECRET, ISSUER
-from tests.conftest import collection_id
-from tests.support import REPO, SyncdProcess
+from tests.conftest import collection_id, register
+from tests.support import SyncdProcess
 
 Doc = dict[str, Any]
 Filter = dict[str, Any]
@@ -94,22 +89,10 @@ def service(partition: str) -> dict[str, str]:
 
 def register_filtered(database_url: str, access: Doc, schema: Doc | None = None,
                       name: str | None = None) -> str:
-    """``syncd collections add NAME --schema --access``: the command that creates the filter
-    indexes and the move-out trigger, as an operator runs it."""
-    name = name or f"p_{uuid.uuid4().hex[:10]}"
-    folder = Path(tempfile.mkdtemp(prefix="syncd-partial-"))
-    schema_file, access_file = folder / "schema.json", folder / "access.json"
-    schema_file.write_bytes(orjson.dumps(schema or ITEM_SCHEMA))
-    access_file.write_bytes(orjson.dumps(access))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
-    env["SYNCD_DATABASE_URL"] = database_url
-    result = subprocess.run(
-        [sys.executable, "-m", "syncd", "collections", "add", name, "--schema",
-         str(schema_file), "--access", str(access_file)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == 0, f"collections add:\n{result.stdout}\n{result.stderr}"
-    return name
+    """Register a collection with declared filter fields: the registry creates their indexes and
+    the move-out trigger before it stores the rule (as ``syncd collections add`` does)."""
+    return register(database_url, schema or ITEM_SCHEMA, name or f"p_{uuid.uuid4().hex[:10]}",
+                    access)
 
 
 def item(doc_id: str, list_id: str, region: str, title: str, n: int = 1, **more: Any) -> Doc:
@@ -152,11 +135,12 @@ def matches(doc: Mapping[str, Any], effective: Mapping[str, list[Any]]) -> bool:
 
 
 def placeholder_problem(doc: Mapping[str, Any], effective: Mapping[str, list[Any]],
-                        pk: str = "id", *, neutral_allowed: bool = False) -> str | None:
+                        pk: str = "id", *, pushed: Mapping[str, Any] | None = None) -> str | None:
     """What is wrong with a move-out deletion, or None: only the primary key, the constrained
     fields with values the filter selects, neutral values for the other required properties,
-    and ``_deleted: true``. ``neutral_allowed``: a constrained field may hold its neutral value
-    too (a conflict's placeholder for a document that never matched has no value to show)."""
+    and ``_deleted: true``. ``pushed``: the new state a push sent, for the placeholder answering
+    its conflict, which may show a constrained field's neutral value or the device's own value
+    (nothing of the stored version either way)."""
     if doc.get("_deleted") is not True:
         return "not deleted"
     required = set(ITEM_SCHEMA["required"])
@@ -164,7 +148,9 @@ def placeholder_problem(doc: Mapping[str, Any], effective: Mapping[str, list[Any
         if name in (pk, "_deleted"):
             continue
         if name in effective:
-            if neutral_allowed and _same(value, NEUTRAL.get(name)):
+            if pushed is not None and (
+                _same(value, NEUTRAL.get(name)) or _same(value, pushed.get(name))
+            ):
                 continue
             if not any(_same(value, v) for v in effective[name]):
                 return f"{name}={value!r} is not a value the filter selects"

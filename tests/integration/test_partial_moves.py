@@ -191,7 +191,7 @@ async def test_a_conflict_on_a_document_the_filter_cannot_see_answers_a_placehol
     assert response.status_code == 200, response.text
     [conflict] = response.json()
     assert conflict["_deleted"] is True and conflict["id"] == "x"
-    problem = placeholder_problem(conflict, constraints(L1, None), neutral_allowed=True)
+    problem = placeholder_problem(conflict, constraints(L1, None), pushed=mine)
     assert problem is None, (problem, conflict)
     assert "l3" not in orjson.dumps(conflict).decode()
     assert (await rows(db, plain, "alice"))["x"] == stored  # nothing written
@@ -257,7 +257,7 @@ async def test_a_conflict_outside_the_claims_is_a_placeholder_and_overriding_it_
                                                   "assumedMasterState": mine}])
     assert response.status_code == 200, response.text
     [conflict] = response.json()
-    problem = placeholder_problem(conflict, constraints(None, ["north"]), neutral_allowed=True)
+    problem = placeholder_problem(conflict, constraints(None, ["north"]), pushed=edit)
     assert problem is None, (problem, conflict)
     assert "west" not in orjson.dumps(conflict).decode()
     # Overriding the deletion of a document outside one's claims: refused, nothing written.

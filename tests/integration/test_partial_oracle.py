@@ -174,7 +174,8 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
                 if doc_id in by_id:
                     got = by_id[doc_id]
                     if is_placeholder(got):
-                        problem = placeholder_problem(got, effective, neutral_allowed=True)
+                        problem = placeholder_problem(got, effective,
+                                                      pushed=row["newDocumentState"])
                         assert problem is None, (problem, orjson.dumps(got))
                         world.count("conflict_placeholders")
                     else:
