@@ -15,6 +15,7 @@ import jwt
 import orjson
 
 from syncd.auth.apikeys import key_hash
+from syncd.db.registry import CollectionRegistry
 from tests.authworld import AUDIENCE, HS_JWT_ENV, HS_SECRET, ISSUER
 from tests.conftest import collection_id, register
 from tests.support import SyncdProcess
@@ -93,6 +94,17 @@ def register_filtered(database_url: str, access: Doc, schema: Doc | None = None,
     the move-out trigger before it stores the rule (as ``syncd collections add`` does)."""
     return register(database_url, schema or ITEM_SCHEMA, name or f"p_{uuid.uuid4().hex[:10]}",
                     access)
+
+
+async def add_collection(database_url: str, access: Doc, schema: Doc | None = None) -> str:
+    """``register_filtered`` for a test already inside the event loop."""
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    registry = CollectionRegistry.connect(database_url, pool_size=1)
+    try:
+        await registry.put(name, schema or ITEM_SCHEMA, access)
+    finally:
+        await registry.close()
+    return name
 
 
 def item(doc_id: str, list_id: str, region: str, title: str, n: int = 1, **more: Any) -> Doc:

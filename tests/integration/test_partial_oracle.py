@@ -26,12 +26,12 @@ from tests.partial import (
     Doc,
     Filter,
     Puller,
+    add_collection,
     constraints,
     is_placeholder,
     matches,
     placeholder_problem,
     push,
-    register_filtered,
     rows,
     serve,
     token,
@@ -292,7 +292,7 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
     server: SyncdProcess, database_url: str, db: asyncpg.Connection, variant: str
 ) -> None:
     claims = CLAIMED if variant == "claims" else None
-    collection = register_filtered(database_url, CLAIM_RULE if claims else PLAIN_RULE)
+    collection = await add_collection(database_url, CLAIM_RULE if claims else PLAIN_RULE)
     world = World(database_url, collection, await collection_id(db, collection), claims)
     rng = random.Random(7)
     shared = [f"d{i:02d}" for i in range(40)]

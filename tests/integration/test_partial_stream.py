@@ -20,13 +20,13 @@ from tests.partial import (
     PLAIN_RULE,
     Doc,
     Filter,
+    add_collection,
     constraints,
     is_placeholder,
     item,
     matches,
     placeholder_problem,
     push,
-    register_filtered,
     rows,
     serve,
     service,
@@ -62,7 +62,7 @@ async def write(http: httpx.AsyncClient, collection: str, new: Doc,
 async def test_stream_frames_carry_move_ins_and_move_outs_and_nothing_else(
     server: SyncdProcess, database_url: str, db: asyncpg.Connection
 ) -> None:
-    collection = register_filtered(database_url, PLAIN_RULE)
+    collection = await add_collection(database_url, PLAIN_RULE)
     stop = asyncio.Event()
     replica = Replica([server.url], collection, filter={"listId": "l1"}, token=token("alice"))
     task = asyncio.create_task(replica.run(stop))
@@ -98,7 +98,7 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
     server: SyncdProcess, database_url: str, db: asyncpg.Connection, rule: str
 ) -> None:
     claims = ["north", "south"] if rule == "claims" else None
-    collection = register_filtered(database_url, CLAIM_RULE if claims else PLAIN_RULE)
+    collection = await add_collection(database_url, CLAIM_RULE if claims else PLAIN_RULE)
     filters: list[Filter | None] = [
         {"listId": "l1"}, {"listId": {"$in": ["l2", "l3"]}, "region": "north"}, None]
     counts = [12, 6, 4]
@@ -162,7 +162,7 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
 async def test_a_revocation_reaches_a_stream_on_its_next_connect(
     server: SyncdProcess, database_url: str
 ) -> None:
-    collection = register_filtered(database_url, CLAIM_RULE)
+    collection = await add_collection(database_url, CLAIM_RULE)
     stop = asyncio.Event()
     replica = Replica([server.url], collection, page=2, token=token("alice", ["north", "south"]))
     task = asyncio.create_task(replica.run(stop))
@@ -198,7 +198,7 @@ async def test_a_filtered_stream_does_not_hold_up_its_callers_pushes(
 ) -> None:
     """The caller's own stream sees nothing of these pushes (another list): its feed still
     advances, so no push waits out SYNCD_PUSH_ECHO_WAIT_MS (500 ms) and no RESYNC is sent."""
-    collection = register_filtered(database_url, PLAIN_RULE)
+    collection = await add_collection(database_url, PLAIN_RULE)
     alice = token("alice")
     stop = asyncio.Event()
     replica = Replica([server.url], collection, filter={"listId": "l1"}, token=alice)
