@@ -221,6 +221,7 @@ class Puller:
         self.checkpoint: Doc | None = None
         self.docs: dict[str, Doc] = {}
         self.received: list[Doc] = []
+        self.log: list[tuple[Filter | None, Doc]] = []  # each document with the filter it had
         self.pages = 0
 
     async def pull_all(self, http: httpx.AsyncClient) -> list[Doc]:
@@ -235,6 +236,7 @@ class Puller:
             docs: list[Doc] = body["documents"]
             got.extend(docs)
             self.received.extend(docs)
+            self.log.extend((self.filter, doc) for doc in docs)
             for doc in docs:
                 self.docs[doc["id"]] = doc
             if docs:

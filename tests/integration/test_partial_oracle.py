@@ -221,12 +221,22 @@ class Reader:
     claims: list[str] | str | None
     page: int
     stream: bool
+    switch: list[Filter] | None = None  # filters it changes to in turn, same checkpoint
     puller: Puller | None = None
     replica: Replica | None = None
 
-    def effective(self) -> dict[str, list[Any]]:
+    def effective(self, selector: Filter | None = None) -> dict[str, list[Any]]:
         claims = self.claims.split() if isinstance(self.claims, str) else self.claims
-        return constraints(self.selector, claims)
+        return constraints(selector or self.selector, claims)
+
+    def any_effective(self) -> dict[str, list[Any]]:
+        """Every value any of its filters selected, per field (what a placeholder may show)."""
+        union: dict[str, list[Any]] = {}
+        choices: list[Filter | None] = list(self.switch) if self.switch else [self.selector]
+        for selector in choices:
+            for name, values in self.effective(selector).items():
+                union.setdefault(name, []).extend(v for v in values if v not in union[name])
+        return union
 
     def docs(self) -> dict[str, Doc]:
         holder = self.replica if self.replica is not None else self.puller
@@ -250,11 +260,18 @@ def _readers(claims: list[str] | None) -> list[Reader]:
         Reader("pull unfiltered", None, claims, 4, False),
         Reader("pull $in l1 l2, claim north", {"listId": {"$in": ["l1", "l2"]}},
                one if claims is not None else None, 6, False),
+        Reader("pull switching filters", SWITCH[0], claims, 3, False, SWITCH),
         Reader("stream $in l1 l3", {"listId": {"$in": ["l1", "l3"]}}, claims, 5, True),
         Reader("stream l2 north|south",
                {"listId": "l2", "region": {"$in": ["north", "south"]}}, claims, 3, True),
         Reader("stream unfiltered", None, claims, 6, True),
     ]
+
+
+SWITCH: list[Filter] = [{"listId": {"$in": ["l1", "l2"]}}, {"listId": "l1"},
+                        {"listId": {"$in": ["l1", "l3"]}}, {"listId": "l2"},
+                        {"listId": {"$in": ["l2", "l4"]}}]
+SWITCH_SECONDS = 1.5
 
 
 def _expected(table: dict[str, Doc], reader: Reader) -> dict[str, Doc]:
@@ -330,12 +347,17 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
             *(r.replica.subscribed.wait() for r in readers if r.replica is not None)), 20)
         assert readers[0].docs().keys() >= {f"late-{i}" for i in range(5)}
 
-        async def keep_pulling(puller: Puller) -> None:
+        async def keep_pulling(reader: Reader) -> None:
+            puller, begun = reader.puller, time.monotonic()
+            assert puller is not None
             while not stop.is_set():
+                if reader.switch and not writers_done.is_set():
+                    turn = int((time.monotonic() - begun) / SWITCH_SECONDS)
+                    reader.selector = puller.filter = reader.switch[turn % len(reader.switch)]
                 await puller.pull_all(http)
                 await asyncio.sleep(0.01)
 
-        pulls.extend(asyncio.create_task(keep_pulling(r.puller)) for r in readers
+        pulls.extend(asyncio.create_task(keep_pulling(r)) for r in readers
                      if r.puller is not None)
         started = time.monotonic()
         deadline = started + WRITE_SECONDS
@@ -355,6 +377,7 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
         )
         await late_task
         writers_done.set()
+        await asyncio.sleep(0.1)  # the switching reader's last filter change is in effect
         write_time = time.monotonic() - started
 
         table = await rows(db, collection, "alice")
@@ -389,10 +412,12 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
     assert outside_moves == 0  # edits that change no declared field record no move
 
     for reader in readers:
-        effective = reader.effective()
-        for doc in reader.received():
+        log = reader.puller.log if reader.puller else [(reader.selector, d)
+                                                        for d in reader.received()]
+        for selector, doc in log:
+            effective = reader.effective(selector)
             if is_placeholder(doc):
-                problem = placeholder_problem(doc, effective)
+                problem = placeholder_problem(doc, reader.any_effective())
                 assert problem is None, (reader.name, problem, orjson.dumps(doc))
             else:
                 # A real version: written to alice's partition, and selected by the filter.
