@@ -133,14 +133,15 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
                   selector: Filter | None) -> None:
     """Compare-and-set pushes on a connection of its own; a conflict's answer (the stored state,
     or a placeholder when the push's filter cannot see it) is the next assumed state, and the
-    document is pushed again right away. A conflict answering exactly the assumed state sent
-    would be an endless loop. Overriding a placeholder goes alone in its batch: it may be
+    document is pushed again right away. Conflicts answering exactly the assumed state sent,
+    again and again, would be an endless loop. Overriding a placeholder goes alone in its batch: it may be
     refused (403) when the stored version is outside the claims; the document is then left."""
     rng = random.Random(200 + number)
     tok = token("alice", world.claims)
     effective = constraints(selector, world.claims)
     known: dict[str, Doc | None] = dict.fromkeys(ids)
     usable, retry = list(ids), set[str]()
+    repeats: dict[str, int] = {}
     k = 0
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         while time.monotonic() < deadline and usable:
@@ -182,9 +183,15 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
                         assert matches(got, effective), (
                             "conflict leaks", selector, orjson.dumps(got))
                         assert got["title"] in world.titles, got
-                    assert got != row.get("assumedMasterState"), (
-                        "a conflict answered the assumed state it was sent: endless loop",
+                    # Once, it is a race: the stored version changed between the override's
+                    # read and its compare-and-set. Again and again, it is a loop.
+                    same = got == row.get("assumedMasterState")
+                    repeats[doc_id] = repeats.get(doc_id, 0) + 1 if same else 0
+                    assert repeats[doc_id] < 5, (
+                        "conflicts answer the assumed state they were sent: endless loop",
                         orjson.dumps(row))
+                    if same:
+                        world.count("same_answer_races")
                     known[doc_id] = got
                     retry.add(doc_id)
                     world.count("conflicts")
@@ -192,6 +199,7 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
                     if is_placeholder(row.get("assumedMasterState") or {}):
                         world.count("placeholder_overrides")
                     known[doc_id] = row["newDocumentState"]
+                    repeats[doc_id] = 0
                     world.count("pushed")
 
 
