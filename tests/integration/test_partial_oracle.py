@@ -134,8 +134,9 @@ async def _pusher(world: World, base: str, number: int, ids: list[str], deadline
     """Compare-and-set pushes on a connection of its own; a conflict's answer (the stored state,
     or a placeholder when the push's filter cannot see it) is the next assumed state, and the
     document is pushed again right away. Conflicts answering exactly the assumed state sent,
-    again and again, would be an endless loop. Overriding a placeholder goes alone in its batch: it may be
-    refused (403) when the stored version is outside the claims; the document is then left."""
+    again and again, would be an endless loop. Overriding a placeholder goes alone in its
+    batch: it may be refused (403) when the stored version is outside the claims; the document
+    is then left."""
     rng = random.Random(200 + number)
     tok = token("alice", world.claims)
     effective = constraints(selector, world.claims)
