@@ -33,6 +33,7 @@ from tests.partial import (
     service,
     token,
 )
+from tests.replica import Replica, stop_all
 from tests.support import SyncdProcess
 
 
@@ -348,3 +349,58 @@ async def test_a_claim_bound_value_outside_the_claim_is_a_403(
     # A service key may filter on any value.
     response = await pull(http, claimed, service("alice"), {"region": "west"})
     assert response.status_code == 200, response.text
+
+
+async def _held_then_moved_twice(http: httpx.AsyncClient, db: asyncpg.Connection,
+                                 collection: str, page: int) -> Puller:
+    """A device holding l1 and l2; then "a-x" (the smallest id) leaves l1 twice (two move
+    records whose old listId is l1, after the device's checkpoint)."""
+    held = [item("a-x", "l1", "north", "a-x"), item("c0", "l1", "north", "c0"),
+            *(item(f"b{i}", "l2", "north", f"b{i}") for i in range(4)),
+            item("e0", "l5", "north", "e0")]
+    await seed(http, collection, *held)
+    device = Puller(collection, token("alice"), {"listId": {"$in": ["l1", "l2"]}}, page=page)
+    await device.pull_all(http)
+    cid = await collection_id(db, collection)
+    for list_id in ("l3", "l1", "l4"):
+        await db.execute(
+            "UPDATE syncd_documents SET data = jsonb_set(data, '{listId}', to_jsonb($2::text))"
+            " WHERE collection_id = $1 AND partition = 'alice' AND id = 'a-x'", cid, list_id)
+    return device
+
+
+async def test_a_removal_page_is_never_short_while_more_is_to_be_removed(
+    http: httpx.AsyncClient, plain: str, db: asyncpg.Connection
+) -> None:
+    """RxDB ends its pull iteration at the first short page: two move records of one document
+    in a removal page must not end the removal early."""
+    device = await _held_then_moved_twice(http, db, plain, 2)
+    device.filter = {"listId": "l5"}
+    got = await device.pull_all(http)  # one iteration, as RxDB runs it
+    assert device.live() == {"e0": item("e0", "l5", "north", "e0")}, [
+        (d["id"], d["_deleted"]) for d in got]
+
+
+async def test_a_stream_replica_finishes_the_removal_after_a_double_move_out(
+    server: SyncdProcess, http: httpx.AsyncClient, plain: str, db: asyncpg.Connection
+) -> None:
+    """The consequence with a live stream: the frames' checkpoints (of the new filter) replace
+    the removal's, and what the old filter held would stay on the device for good."""
+    offline = await _held_then_moved_twice(http, db, plain, 2)
+    alice = token("alice")
+    replica = Replica([server.url], plain, page=2, filter={"listId": "l5"}, token=alice)
+    replica.checkpoint, replica.docs = offline.checkpoint, dict(offline.docs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(replica.run(stop))
+    try:
+        await asyncio.wait_for(replica.subscribed.wait(), 10)
+        await seed(http, plain, item("e1", "l5", "north", "e1"))
+        for _ in range(100):
+            if "e1" in replica.docs:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+    finally:
+        await stop_all([task], stop)
+    live = {k for k, d in replica.docs.items() if not d["_deleted"]}
+    assert live == {"e0", "e1"}, sorted(live)

@@ -3,6 +3,7 @@ and pushes through a filter (docs/partial-sync.md)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from tests.partial import (
     service,
     token,
 )
+from tests.replica import Replica, stop_all
 from tests.support import SyncdProcess
 
 L1 = {"listId": "l1"}
@@ -265,3 +267,62 @@ async def test_a_conflict_outside_the_claims_is_a_placeholder_and_overriding_it_
                                                "assumedMasterState": conflict}])
     assert again.status_code == 403, again.text
     assert (await rows(db, claimed, "alice"))["y"] == west
+
+
+async def _move_twice_then_add(http: httpx.AsyncClient, db: asyncpg.Connection,
+                               collection: str, doc: Doc, added: list[Doc]) -> None:
+    """``doc`` leaves l1 twice (l1 -> l2 -> l1 -> l3: two move records whose old listId is l1),
+    then ``added`` arrive in l1."""
+    cid = await collection_id(db, collection)
+    for list_id in ("l2", "l1", "l3"):
+        await db.execute(
+            "UPDATE syncd_documents SET data = jsonb_set(data, '{listId}', to_jsonb($2::text))"
+            " WHERE collection_id = $1 AND partition = 'alice' AND id = $3",
+            cid, list_id, doc["id"])
+    await put(http, collection, *added)
+
+
+async def test_a_page_is_never_short_while_more_changes_follow(
+    http: httpx.AsyncClient, plain: str, db: asyncpg.Connection
+) -> None:
+    """RxDB stops its pull iteration at the first page shorter than its batch size. A page whose
+    rows include two move-outs of one document, sent once, must not end it early."""
+    x = item("x", "l1", "north", "x1")
+    reader = Puller(plain, ALICE, L1, page=3)
+    await put(http, plain, x)
+    await reader.pull_all(http)
+    added = [item(f"y{i}", "l1", "north", f"y{i}") for i in range(5)]
+    await _move_twice_then_add(http, db, plain, x, added)
+    got = await reader.pull_all(http)  # one iteration, as RxDB runs it
+    assert {d["id"] for d in got} == {"x", *(d["id"] for d in added)}, [
+        (d["id"], d["_deleted"]) for d in got]
+
+
+async def test_a_stream_replica_loses_nothing_after_a_document_moved_out_twice(
+    server: SyncdProcess, http: httpx.AsyncClient, plain: str, db: asyncpg.Connection
+) -> None:
+    """The consequence with a live stream: the RESYNC's pull iteration ends at the short page,
+    the stream carries only what comes after it subscribed, and the rest would never arrive."""
+    x = item("x", "l1", "north", "x1")
+    await put(http, plain, x)
+    offline = Puller(plain, ALICE, L1, page=3)
+    await offline.pull_all(http)
+    added = [item(f"y{i}", "l1", "north", f"y{i}") for i in range(5)]
+    await _move_twice_then_add(http, db, plain, x, added)
+
+    replica = Replica([server.url], plain, page=3, filter=L1, token=ALICE)
+    replica.checkpoint, replica.docs = offline.checkpoint, dict(offline.docs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(replica.run(stop))
+    try:
+        await asyncio.wait_for(replica.subscribed.wait(), 10)
+        later = item("z", "l1", "north", "z")  # the stream carries this one
+        await put(http, plain, later)
+        for _ in range(100):
+            if "z" in replica.docs:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await stop_all([task], stop)
+    live = {k for k, d in replica.docs.items() if not d["_deleted"]}
+    assert live == {"z", *(d["id"] for d in added)}, sorted(live)
