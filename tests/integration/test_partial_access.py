@@ -404,3 +404,62 @@ async def test_a_stream_replica_finishes_the_removal_after_a_double_move_out(
         await stop_all([task], stop)
     live = {k for k, d in replica.docs.items() if not d["_deleted"]}
     assert live == {"e0", "e1"}, sorted(live)
+
+
+async def test_from_everything_to_a_filter_and_back(http: httpx.AsyncClient, plain: str) -> None:
+    """An unfiltered replication that starts sending a filter (same checkpoint) loses what the
+    filter does not select; dropping the filter again brings everything back."""
+    docs = [item(f"k{i}", f"l{1 + i % 3}", "north", f"k{i}") for i in range(9)]
+    await seed(http, plain, *docs)
+    device = Puller(plain, token("alice"), None, page=4)
+    await device.pull_all(http)
+    assert set(device.live()) == ids(docs)
+    device.filter = {"listId": "l1"}
+    got = await device.pull_all(http)
+    l1 = {d["id"] for d in docs if d["listId"] == "l1"}
+    assert ids(got) == ids(docs) - l1 and all(map(is_placeholder, got)), got
+    assert set(device.live()) == l1
+    device.filter = None
+    await device.pull_all(http)
+    assert device.live() == {d["id"]: d for d in docs}
+
+
+NUMBERS_RULE = {"partition_claim": "sub", "filters": {"n": {}, "done": {}}}
+
+
+@pytest.fixture()
+def numbered(database_url: str) -> str:
+    return register_filtered(database_url, NUMBERS_RULE)
+
+
+async def test_numbers_and_booleans_as_filter_values(
+    http: httpx.AsyncClient, numbered: str, db: asyncpg.Connection
+) -> None:
+    """1, 1.0 and 1e0 are one JSON number; true is not 1."""
+    docs = [item("one", "l1", "north", "one", n=1), item("two", "l1", "north", "two", n=2),
+            item("three", "l1", "north", "three", n=3),
+            item("undone", "l1", "north", "undone", n=1, done=False)]
+    await seed(http, numbered, *docs)
+    cid = await collection_id(db, numbered)
+    # Written by another service as 2.0: the same number.
+    await db.execute("UPDATE syncd_documents SET data = jsonb_set(data, '{n}', '2.0'::jsonb) "
+                     "WHERE collection_id = $1 AND id = 'two'", cid)
+    alice = token("alice")
+    for raw, want in (('{"n": {"$in": [1, 2.0]}, "done": true}', {"one", "two"}),
+                      ('{"n": 1e0}', {"one", "undone"}),
+                      ('{"done": false}', {"undone"}),
+                      ('{"n": true}', set())):
+        response = await http.get(f"/api/v1/sync/{numbered}", params={"filter": raw},
+                                  headers={"Authorization": f"Bearer {alice}"})
+        assert response.status_code == 200, (raw, response.text)
+        assert ids(response.json()["documents"]) == want, raw
+    device = Puller(numbered, alice, {"n": {"$in": [1, 2]}, "done": True}, page=10)
+    await device.pull_all(http)
+    one = docs[0]
+    response = await push(http, numbered, alice, [
+        {"newDocumentState": {**one, "done": False, "title": "undone now"},
+         "assumedMasterState": one}])
+    assert response.json() == [], response.text
+    [gone] = await device.pull_all(http)
+    assert gone == {"id": "one", "listId": "", "region": "", "title": "", "n": 1, "done": True,
+                    "tags": [], "kind": "a", "_deleted": True}

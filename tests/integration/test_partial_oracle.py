@@ -424,6 +424,7 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
         log = reader.puller.log if reader.puller else [(reader.selector, d)
                                                         for d in reader.received()]
         for selector, doc in log:
+            assert doc["id"] in table, (reader.name, "not a document of alice's", doc)
             effective = reader.effective(selector)
             if is_placeholder(doc):
                 problem = placeholder_problem(doc, reader.any_effective())
