@@ -90,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     cli_collections.add_parsers(col_commands)
 
     purge = commands.add_parser("purge", help="delete old tombstones", description=(
-        "Delete tombstones (deleted documents) older than the retention window. A client that "
-        "was offline for longer than the window never learns of those deletes: choose a window "
-        "longer than your clients stay offline."
+        "Delete tombstones (deleted documents) and move-out records (partial replication) "
+        "older than the retention window. A client that was offline for longer than the window "
+        "never learns of those deletes and move-outs: choose a window longer than your clients "
+        "stay offline."
     ))
     purge.add_argument("--older-than-days", type=float, required=True,
                        help="retention window in days (e.g. 90)")
@@ -362,23 +363,27 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
     url = _database(settings, args)
     migrate.ensure_current_sync(url)
 
-    async def run() -> int | None:
+    async def run() -> tuple[int, int] | None:
         if args.collection is not None and not await _collection_exists(url, args.collection):
             return None
         store = await DocumentStore.open(url, min_size=1, max_size=1,
                                          statement_timeout_ms=settings.db_statement_timeout_ms)
+        window = args.older_than_days * 86400
         try:
-            return await store.purge_tombstones(args.older_than_days * 86400, args.collection)
+            return (await store.purge_tombstones(window, args.collection),
+                    await store.purge_moves(window, args.collection))
         finally:
             await store.close()
 
-    count = asyncio.run(run())
-    if count is None:
+    counts = asyncio.run(run())
+    if counts is None:
         # A typo would otherwise purge nothing and look like success.
         print(f"syncd: --collection {args.collection!r}: no such collection; "
               "`syncd collections list` shows the registered ones", file=sys.stderr)
         return 2
-    print(f"purged {count} tombstone(s) older than {args.older_than_days:g} day(s)")
+    count, moves = counts
+    print(f"purged {count} tombstone(s) and {moves} move-out record(s) older than "
+          f"{args.older_than_days:g} day(s)")
     return 0
 
 

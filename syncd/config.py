@@ -62,6 +62,13 @@ class Settings:
     # A statement that runs longer than this is cancelled, so that no pull or push holds the
     # xid horizon (and with it every other pull) back for long.
     db_statement_timeout_ms: int = 30_000
+    # Streaming replicas of SYNCD_DATABASE_URL (comma-separated URLs) that serve pulls, stream
+    # reads and head polls (docs/scaling.md); pushes and everything else stay on the primary.
+    database_replica_urls: str = ""
+    # A replica whose replay lag is above this is taken out of rotation until it catches up.
+    replica_max_lag_ms: int = 1000
+    # How often each node measures the replicas' lag.
+    replica_check_ms: int = 250
     # How long a node trusts its cached copy of a collection's definition.
     collection_cache_seconds: float = 5.0
     # Live streams: how often each node polls the heads of the feeds it streams (finds rows
@@ -226,6 +233,7 @@ class Settings:
             ("postgresql://", "postgres://")
         ):
             raise ConfigError("SYNCD_DATABASE_URL must start with postgresql://")
+        self._check_replicas()
         prefix = self.rxdb_server_prefix
         if prefix and (
             not prefix.startswith("/") or prefix.endswith("/") or not _PREFIX.fullmatch(prefix)
@@ -254,6 +262,23 @@ class Settings:
                     "SYNCD_CORS_ORIGINS must be '*' or comma-separated origins like "
                     f"https://app.example.com or http://localhost:3000 (no path), got {origin!r}"
                 )
+
+    @property
+    def replica_url_list(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.database_replica_urls.split(",") if u.strip())
+
+    def _check_replicas(self) -> None:
+        urls = self.replica_url_list
+        if urls and not self.database_url:
+            raise ConfigError("SYNCD_DATABASE_REPLICA_URLS needs SYNCD_DATABASE_URL: replicas "
+                              "are standbys of a PostgreSQL you run, not of the embedded one")
+        for url in urls:
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ConfigError("SYNCD_DATABASE_REPLICA_URLS must be comma-separated URLs "
+                                  f"starting with postgresql://, got {_without_credentials(url)}")
+        if self.replica_max_lag_ms < 0 or self.replica_check_ms < 1:
+            raise ConfigError("SYNCD_REPLICA_MAX_LAG_MS must not be negative and "
+                              "SYNCD_REPLICA_CHECK_MS must be positive")
 
     def auth_summary(self) -> str:
         """The authentication in force, for one log line at start; never a secret."""

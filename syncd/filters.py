@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ Filter = tuple[tuple[str, tuple[str, ...]], ...]
 MAX_FIELDS = 8
 MAX_VALUES = 100
 MAX_VALUE_BYTES = 512
+# The effective filter travels in every checkpoint (twice during a filter change), which
+# rxdb-server's client sends back in a URL: kept well below what a request line may hold.
+MAX_FILTER_BYTES = 2048
 # Field names go into SQL text (expression indexes, the trigger's arguments): identifiers only.
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 FILTERABLE_TYPES = frozenset({"string", "number", "integer", "boolean"})
@@ -79,7 +82,7 @@ def check_declaration(fields: Mapping[str, FilterField], schema: Mapping[str, An
                 f"filter field {name!r} is not a top-level property of the schema"
             )
         types = prop.get("type")
-        kinds = {types} if isinstance(types, str) else set(types or ())
+        kinds = ({types} if isinstance(types, str) else set(types or ())) - {"null"}
         if not kinds or not kinds <= FILTERABLE_TYPES:
             raise FilterDeclarationError(
                 f"filter field {name!r} must have type string, number, integer or boolean "
@@ -178,6 +181,14 @@ def effective(
                 code="forbidden_filter_value",
             )
         result[name] = tuple(value for value in asked if value in allowed)
+    size = sum(len(name) + sum(len(v) + 1 for v in values) for name, values in result.items())
+    if size > MAX_FILTER_BYTES:
+        raise BadRequest(
+            f"the filter, with the values the caller's claims add, has {size} bytes of field "
+            f"names and values; a replication may select at most {MAX_FILTER_BYTES}. Filter on "
+            "fewer values (of a claim-bound field: a few of the claim's values)",
+            code="filter_too_large",
+        )
     return tuple(sorted(result.items())) or None
 
 
@@ -217,7 +228,7 @@ def within(narrow: Filter | None, wide: Filter | None) -> bool:
 
 
 def forbidden_values(
-    declared: Mapping[str, FilterField], identity: Identity, docs: list[Mapping[str, Any]]
+    declared: Mapping[str, FilterField], identity: Identity, docs: Sequence[Mapping[str, Any]]
 ) -> str | None:
     """The first claim-bound value among pushed documents that the caller may not write."""
     if identity.service:
@@ -273,7 +284,7 @@ def encode_state(state: FilterState) -> str:
 def decode_state(token: str) -> FilterState:
     try:
         body = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or "f" not in body:
             raise ValueError
         floor = body.get("m", 0)
         removal = body.get("r")

@@ -132,6 +132,8 @@ class Subscriber:
     ) -> None:
         self.key = key
         self.way = way  # the way in that serves it (native, rxdb-server, rxdb-ws): /admin
+        # The claims that decide what it may see: a recheck that finds them changed ends it.
+        self.claims: frozenset[str] = frozenset()
         # Whose stream this is: a push waits for the streams of the identity that pushed.
         self.owner = owner
         self._max_bytes = max_bytes
@@ -276,6 +278,8 @@ class Feed:
         self.commits: deque[tuple[Position, float]] = deque()
         self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
         self.task: asyncio.Task[None] | None = None
+        self._filtered = "no" if key[2] is None else "yes"  # the metrics' label
+        metrics.STREAM_FEEDS.labels(self._filtered).inc()
 
     async def _start(self) -> None:
         self.position = (await self.hub.store.heads([self.key[:2]]))[0]
@@ -299,6 +303,7 @@ class Feed:
             try:
                 while True:
                     read = await self.reader(self.position, limit)
+                    metrics.STREAM_FEED_READS.labels(self._filtered).inc()
                     if read.documents:
                         self.frames += 1
                         frame = Frame(page_body(read.documents, read.checkpoint), self.frames)
@@ -355,6 +360,7 @@ class Feed:
         self._readers = waiting
 
     async def stop(self) -> None:
+        metrics.STREAM_FEEDS.labels(self._filtered).dec()
         for _, reader in self._readers:
             if not reader.done():
                 reader.set_result(self.frames)
@@ -407,6 +413,7 @@ class Hub:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         feeds, self._feeds = list(self._feeds.values()), {}
+        self._partitions.clear()
         for feed in feeds:
             metrics.STREAM_SUBSCRIBERS.dec(len(feed.subscribers))
             for subscriber in feed.subscribers:

@@ -79,6 +79,35 @@ STREAM_SUBSCRIBERS = Gauge(
     "syncd_stream_subscribers", "Live streams open (every transport), summed over workers.",
     registry=REGISTRY, multiprocess_mode="livesum",
 )
+REPLICA_LAG = Gauge(
+    "syncd_replica_lag_seconds",
+    "Replay lag of each replica (SYNCD_DATABASE_REPLICA_URLS) at its last check, measured by the "
+    "node against the primary's WAL position; the largest over workers.",
+    ("replica",), registry=REGISTRY, multiprocess_mode="livemax",
+)
+REPLICA_IN_USE = Gauge(
+    "syncd_replica_in_use",
+    "1 while the replica serves reads (answers, is a standby of this cluster, lag within "
+    "SYNCD_REPLICA_MAX_LAG_MS), 0 while reads go to the primary instead; the least over workers.",
+    ("replica",), registry=REGISTRY, multiprocess_mode="livemin",
+)
+REPLICA_READS = Counter(
+    "syncd_replica_reads",
+    "Reads (pull pages, stream reads, head polls) served by each replica; 'primary' for those "
+    "served by the primary while replicas are configured.",
+    ("replica",), registry=REGISTRY,
+)
+STREAM_FEEDS = Gauge(
+    "syncd_stream_feeds",
+    "Change feeds read by the nodes: one per (collection, partition, filter) with live streams, "
+    "however many streams share it; summed over workers.",
+    ("filtered",), registry=REGISTRY, multiprocess_mode="livesum",
+)
+STREAM_FEED_READS = Counter(
+    "syncd_stream_feed_reads",
+    "Reads of the database by change feeds (each serves every stream of its feed).",
+    ("filtered",), registry=REGISTRY,
+)
 STREAM_FRAMES_SENT = Counter(
     "syncd_stream_frames_sent",
     "Change frames handed to live streams (one per stream per frame).", registry=REGISTRY,

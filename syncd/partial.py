@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +104,7 @@ class PartialPulls:
 
     async def pull_filter(
         self, scope: Scope, flt: Filter, after: Position, floor: int | None, limit: int,
-        documents: Sequence[str] = (),
+        removed: Mapping[str, str] | None = None,
     ) -> Page:
         """The changes of ``flt`` after ``after``; ``floor`` None for a replication starting from
         nothing (its first page reads no move-outs and records the floor)."""
@@ -115,7 +115,7 @@ class PartialPulls:
         if floor is None:
             floor = page.horizon
         fields = tuple(name for name, _ in flt)
-        texts: dict[str, str] = {}
+        texts: dict[str, str] = dict(removed or {})  # a filter change's deletions come first
         for row in page.rows:
             texts.pop(row.id, None)  # several versions of one document: send the last
             if row.kind == DOCUMENT:
@@ -132,7 +132,7 @@ class PartialPulls:
         # A page that is not full read every matching change below the horizon.
         read_to = last if full else max(last, Position(page.horizon - 1, MAX_SEQ))
         return Page(
-            [*documents, *texts.values()], self.checkpoint(last, FilterState(flt, kept_floor)),
+            list(texts.values()), self.checkpoint(last, FilterState(flt, kept_floor)),
             read_to, full,
         )
 
@@ -170,9 +170,7 @@ class PartialPulls:
             start, start_floor = position, floor
         else:
             start, start_floor = ORIGIN, floor_after
-        return await self.pull_filter(
-            scope, new, start, start_floor, limit - len(rows), list(deletions.values())
-        )
+        return await self.pull_filter(scope, new, start, start_floor, limit - len(rows), deletions)
 
 
 class PartialPushes:

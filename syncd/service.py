@@ -180,7 +180,7 @@ class SyncService:
         collection.access.check_owner(partition, (row.new for row in rows))
         declared = collection.access.filters
         flt: Filter | None = None
-        if declared:
+        if declared or filter_text:
             requested = parse_selector(filter_text, declared)
             refused = forbidden_values(declared, identity, [row.new for row in rows])
             if refused is not None:
@@ -235,9 +235,11 @@ class SyncService:
         reader = None if flt is None else self._partial_pulls.feed_reader(
             self._scope(collection, partition), flt
         )
-        return collection, await self._hub.subscribe(
+        subscriber = await self._hub.subscribe(
             collection.id, partition, identity_key(identity), way, flt, reader
         )
+        subscriber.claims = collection.access.claim_names()
+        return collection, subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._hub.unsubscribe(subscriber)

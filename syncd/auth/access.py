@@ -115,10 +115,13 @@ class AccessRule:
             )
         return partition
 
-    @property
-    def claim_bound(self) -> bool:
-        """Whether some field bounds what a caller sees: every replication is then filtered."""
-        return any(f.claim is not None for f in self.filters.values())
+    def claim_names(self) -> frozenset[str]:
+        """Every claim that decides what a caller may read or write."""
+        names = {*self.read, *self.write}
+        names.update(f.claim for f in self.filters.values() if f.claim is not None)
+        if self.partition_claim is not None:
+            names.add(self.partition_claim)
+        return frozenset(names)
 
     def check_owner(self, partition: str, documents: Iterable[Mapping[str, Any]]) -> None:
         """Every pushed document must name its own partition in ``owner_field``."""

@@ -183,11 +183,9 @@ class FilteredReads:
         fields = tuple(name for name, _ in flt)
         others = [list(values[f]) for f in fields if f != driving]
         sql = pull_sql(collection_id, fields, driving)
-        async with self._store.connection() as conn:
-            records = await conn.fetch(
-                sql, partition, after.xid, after.seq, limit, floor, list(values[driving]),
-                *others,
-            )
+        records = await self._store.read(lambda conn: conn.fetch(
+            sql, partition, after.xid, after.seq, limit, floor, list(values[driving]), *others,
+        ))
         horizon = records[0][0]
         rows = [
             Row(record[1], record[2], record[3], Position(record[4], record[5]))
@@ -205,8 +203,9 @@ class FilteredReads:
         sql = removal_sql(collection_id, old_shape, new_shape)
         arrays = [list(values) for _, values in (old or ())] + [list(v) for _, v in new]
         moves = () if old is None else (after.xid, after.seq, floor)
-        async with self._store.connection() as conn:
-            records = await conn.fetch(sql, partition, cursor, limit, *moves, *arrays)
+        records = await self._store.read(
+            lambda conn: conn.fetch(sql, partition, cursor, limit, *moves, *arrays)
+        )
         horizon = records[0][0]
         return [(r[1], r[2]) for r in records if r[1] is not None], horizon
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -20,8 +21,11 @@ import orjson
 from syncd import metrics
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
+from syncd.db.replicas import REPLICA_FAILURES, ReplicaSet
 from syncd.db.urls import asyncpg_dsn
 from syncd.exceptions import Unavailable
+
+T = TypeVar("T")
 
 # Rows below the oldest transaction still running are final: every transaction that could still
 # commit a smaller (xid, seq) has finished. Rows at or above it wait for the next pull, which is
@@ -112,6 +116,23 @@ WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
   AND d.id = doomed.id
 """
 
+# Move-out records (docs/partial-sync.md) older than the window, like tombstones: a replication
+# offline for longer than the window no longer learns that such a document left its filter.
+PURGE_MOVES_SQL = """
+WITH doomed AS (
+    SELECT m.collection_id, m.partition, m.seq
+    FROM syncd_moves AS m
+    JOIN syncd_collections AS c ON c.id = m.collection_id
+    WHERE m.moved_at < now() - make_interval(secs => $1)
+      AND ($2::text IS NULL OR c.name = $2)
+    LIMIT $3
+)
+DELETE FROM syncd_moves AS m
+USING doomed
+WHERE m.collection_id = doomed.collection_id AND m.partition = doomed.partition
+  AND m.seq = doomed.seq
+"""
+
 # A push into a collection that was removed (``syncd collections remove``) after this node
 # cached it: the documents' foreign key refuses the rows.
 CollectionGone = asyncpg.ForeignKeyViolationError
@@ -143,13 +164,19 @@ class Page:
 
 
 class DocumentStore:
-    def __init__(self, pool: asyncpg.Pool, epoch: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, epoch: str, replicas: ReplicaSet | None = None
+    ) -> None:
         self._pool = pool
         self.epoch = epoch  # identifies the cluster whose xids the checkpoints hold
+        # Streaming replicas that serve reads (syncd/db/replicas.py); None: the primary does.
+        self.replicas = replicas
 
     @classmethod
     async def open(
-        cls, database_url: str, *, min_size: int, max_size: int, statement_timeout_ms: int
+        cls, database_url: str, *, min_size: int, max_size: int, statement_timeout_ms: int,
+        replica_urls: Sequence[str] = (), replica_max_lag_ms: int = 1000,
+        replica_check_ms: int = 250,
     ) -> DocumentStore:
         pool = await asyncpg.create_pool(
             asyncpg_dsn(database_url),
@@ -169,10 +196,41 @@ class DocumentStore:
         async with pool.acquire() as conn:
             epoch = await conn.fetchval(EPOCH_SQL)
         metrics.POOL_MAX.set(max_size)
-        return cls(pool, str(epoch))
+        replicas = None
+        if replica_urls:
+            replicas = ReplicaSet(
+                replica_urls, epoch=str(epoch), max_lag_seconds=replica_max_lag_ms / 1000,
+                check_seconds=replica_check_ms / 1000, pool_max=max_size,
+                statement_timeout_ms=statement_timeout_ms,
+            )
+            await replicas.start(pool)
+        return cls(pool, str(epoch), replicas)
 
     async def close(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
         await self._pool.close()
+
+    async def read(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run a read (a pull page, a stream read, a head poll) on a replica in rotation, or on
+        the primary: when none is, and at once when the replica fails (docs/ordering.md explains
+        why a replica's pull is as gap-free as the primary's)."""
+        replicas = self.replicas
+        replica = None if replicas is None else replicas.pick()
+        if replicas is not None and replica is not None:
+            try:
+                async with replicas.connection(replica) as conn:
+                    result = await query(conn)
+            except REPLICA_FAILURES as exc:
+                replicas.failed(replica, exc)
+            else:
+                metrics.REPLICA_READS.labels(replica.label).inc()
+                return result
+        async with self._connection() as conn:
+            result = await query(conn)
+        if replicas is not None:
+            metrics.REPLICA_READS.labels("primary").inc()
+        return result
 
     async def ping(self) -> None:
         async with self._connection() as conn:
@@ -215,8 +273,9 @@ class DocumentStore:
     async def pull(
         self, collection_id: uuid.UUID, partition: str, after: Position, limit: int
     ) -> Page:
-        async with self._connection() as conn:
-            rows = await conn.fetch(PULL_SQL, collection_id, partition, after.xid, after.seq, limit)
+        rows = await self.read(lambda conn: conn.fetch(
+            PULL_SQL, collection_id, partition, after.xid, after.seq, limit
+        ))
         if not rows:
             return Page([], None)
         last = rows[-1]
@@ -227,10 +286,21 @@ class DocumentStore:
     ) -> int:
         """Delete tombstones older than the window; return how many. Clients offline for
         longer than the window never learn of those deletes, so keep it generous."""
+        return await self._purge(PURGE_SQL, older_than_seconds, collection, batch)
+
+    async def purge_moves(
+        self, older_than_seconds: float, collection: str | None, *, batch: int = 10_000
+    ) -> int:
+        """Delete move-out records older than the window; return how many."""
+        return await self._purge(PURGE_MOVES_SQL, older_than_seconds, collection, batch)
+
+    async def _purge(
+        self, sql: str, older_than_seconds: float, collection: str | None, batch: int
+    ) -> int:
         total = 0
         while True:
             async with self._connection() as conn:
-                status = await conn.execute(PURGE_SQL, older_than_seconds, collection, batch)
+                status = await conn.execute(sql, older_than_seconds, collection, batch)
             deleted = int(status.split()[-1])
             total += deleted
             if deleted < batch:
@@ -241,10 +311,9 @@ class DocumentStore:
         result = [ORIGIN] * len(feeds)
         if not feeds:
             return result
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                HEADS_SQL, [cid for cid, _ in feeds], [part for _, part in feeds]
-            )
+        rows = await self.read(lambda conn: conn.fetch(
+            HEADS_SQL, [cid for cid, _ in feeds], [part for _, part in feeds]
+        ))
         for position, xid, seq in rows:
             result[position - 1] = Position(xid, seq)
         return result

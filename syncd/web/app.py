@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            replica_urls=settings.replica_url_list,
+            replica_max_lag_ms=settings.replica_max_lag_ms,
+            replica_check_ms=settings.replica_check_ms,
         )
         registry = CollectionRegistry.connect(settings.database_url)
         hub = Hub(

@@ -58,6 +58,7 @@ _VERSION = re.compile(r"0|[1-9][0-9]{0,8}")
 _JS_FLOAT = re.compile(r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _ENDPOINTS = {"pull": "GET", "push": "POST", "pullStream": "GET"}
+_FILTER_ERRORS = frozenset({"invalid_filter", "filter_too_large"})
 
 
 def routes(prefix: str) -> list[BaseRoute]:
@@ -141,11 +142,18 @@ async def _dispatch(request: Request) -> Response:
         raise HTTPException(
             405, f"{action} accepts {method} only, not {request.method}", {"Allow": method}
         )
-    if action == "pull":
-        return await _pull(request, service, name, identity)
-    if action == "push":
-        return await _push(request, service, name, identity)
-    return await _pull_stream(request, service, name, identity)
+    try:
+        if action == "pull":
+            return await _pull(request, service, name, identity)
+        if action == "push":
+            return await _push(request, service, name, identity)
+        return await _pull_stream(request, service, name, identity)
+    except BadRequest as exc:
+        if exc.code not in _FILTER_ERRORS:
+            raise
+        # The filter is in the client's url: it would be retried forever (any 400 is).
+        # 403 cancels the replication and tells the app (forbidden$).
+        raise Forbidden(exc.message, code=exc.code) from exc
 
 
 def outdated(version: int, newest: int) -> JSONBytes:
@@ -324,7 +332,8 @@ class EventStream(Response):
             timers["expiry"] = loop.call_later(delay, subscriber.interrupt, EXPIRED)
         # Revoked (or unconfirmable) credentials end the stream like expired ones.
         recheck = None if self._identity is None else watch(
-            self._identity, lambda _error: subscriber.interrupt(EXPIRED)
+            self._identity, lambda _error: subscriber.interrupt(EXPIRED),
+            lambda: subscriber.claims,
         )
         if self._keepalive:
 

@@ -31,16 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 import time
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
-import orjson
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -54,18 +52,29 @@ from syncd.service import SyncService
 from syncd.web import preauth
 from syncd.web.credentials import identify, selected_subprotocol
 from syncd.web.draining import lift_message_limit, on_late_frames, on_shutdown
-from syncd.web.responses import error_response
+from syncd.web.rxdb_ws_frames import (
+    AUTH,
+    PULL,
+    STREAM,
+    WRITE,
+    Request,
+    as_syncd_error,
+    collection_name,
+    envelope,
+    failure,
+    method_label,
+    parse,
+    pull_params,
+    short,
+    stream_frame,
+    token_of,
+)
 from syncd.web.schema_version import stated_schema_version
 from syncd.web.streaming import CLOSE_RESTART, close_for
 from syncd.wire import json_array, page_body
 
 log = logging.getLogger("syncd.web")
 
-PULL: Final = "masterChangesSince"
-WRITE: Final = "masterWrite"
-STREAM: Final = "masterChangeStream$"
-AUTH: Final = "auth"
-_COUNTED_METHODS = frozenset((PULL, WRITE, STREAM, AUTH))
 
 # Requests that arrive before the socket is authenticated wait for the ``auth`` message (after a
 # reconnect the client flushes its queued requests first, then ``auth``, in the same burst), at
@@ -127,16 +136,6 @@ def _scope_of(identity: Identity) -> tuple[Any, ...]:
     the same scope (a refreshed token of the same user) may share streams."""
     claims = {k: v for k, v in identity.claims.items() if k not in _TIME_CLAIMS}
     return (identity.subject, identity.service, identity.acting_partition, claims)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    id: Any  # any JSON value but null, echoed back as sent
-    collection: Any
-    method: Any
-    params: Any
-    size: int
-    problem: SyncdError | None = None  # the frame could not be read: answer with this error
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,17 +278,17 @@ class RxdbSocket:
         except SyncdError as exc:
             self._auth_error = exc
         except Exception as exc:
-            self._auth_error = _as_syncd_error(exc)
+            self._auth_error = as_syncd_error(exc)
 
     async def _authenticate(self, request: Request) -> None:
         """The ``auth`` message: its headers' token replaces the connection's credentials."""
-        token = _token_of(request.params)
+        token = token_of(request.params)
         if token is None and self.identity is not None:
             return  # nothing new to check
         try:
             identity = await identify(self.websocket, token)
         except Exception as exc:  # 401: 4401, the client reconnects; 503: 1013
-            self._stop_for(_reject(_as_syncd_error(exc)))
+            self._stop_for(_reject(as_syncd_error(exc)))
             return
         previous = self.identity
         self._authenticated(identity)
@@ -297,7 +296,7 @@ class RxdbSocket:
             await self._rescope_streams()
         await self._send_late_answers()
         while self._waiting and self._serving:
-            waiting = _parse(self._waiting.popleft())
+            waiting = parse(self._waiting.popleft())
             if waiting is not None:
                 await self._dispatch(waiting)
 
@@ -374,7 +373,10 @@ class RxdbSocket:
         if task is not None:
             task.cancel()
         identity = self.identity
-        self._recheck = (identity, None if identity is None else watch(identity, self._revoked))
+        self._recheck = (identity, None if identity is None else watch(
+            identity, self._revoked,
+            lambda: {c for subscriber, _ in self._streams.values() for c in subscriber.claims},
+        ))
 
     def _revoked(self, error: SyncdError) -> None:
         """A recheck said no: not one more change goes out; close with 4401 (1013 when the
@@ -386,7 +388,7 @@ class RxdbSocket:
     # -- requests --------------------------------------------------------------------------
 
     async def _handle(self, frame: str | bytes) -> None:
-        request = _parse(frame)
+        request = parse(frame)
         if request is None:
             return
         if request.method == AUTH and request.problem is None:
@@ -412,25 +414,25 @@ class RxdbSocket:
             ok = await self._write(request, self.identity)
         else:
             ok = await self._fail(request, BadRequest(
-                f"unknown method {_short(request.method)}; expected {PULL}, {WRITE}, "
+                f"unknown method {short(request.method)}; expected {PULL}, {WRITE}, "
                 f"{STREAM} or {AUTH}", code="unknown_method",
             ))
         # Not HTTP requests, but what the operator wants to see like them: counted by method.
-        method = _method_label(request.method)
+        method = method_label(request.method)
         metrics.WS_MESSAGES.labels(method, "ok" if ok else "error").inc()
         if method in (PULL, WRITE):
             metrics.WS_DURATION.labels(method).observe(time.perf_counter() - started)
 
     async def _pull(self, request: Request, identity: Identity) -> bool:
         try:
-            checkpoint, limit = _pull_params(request.params)
+            checkpoint, limit = pull_params(request.params)
             result = await self.service.pull(
-                _name(request), identity, checkpoint, limit, self._stated_version(),
+                collection_name(request), identity, checkpoint, limit, self._stated_version(),
                 self._filter,
             )
         except Exception as exc:
             return await self._fail(request, exc)
-        await self._send(_envelope(request, page_body(result.documents, result.checkpoint)))
+        await self._send(envelope(request, page_body(result.documents, result.checkpoint)))
         return True
 
     async def _write(self, request: Request, identity: Identity) -> bool:
@@ -439,24 +441,24 @@ class RxdbSocket:
             if not isinstance(params, list) or not params:
                 raise BadRequest(f"{WRITE} params must be [rows]", code="invalid_params")
             conflicts = await self.service.push(
-                _name(request), identity, params[0], self._stated_version(), self._filter
+                collection_name(request), identity, params[0], self._stated_version(), self._filter
             )
         except Exception as exc:
             return await self._fail(request, exc)
-        await self._send(_envelope(request, json_array(conflicts)))
+        await self._send(envelope(request, json_array(conflicts)))
         return True
 
     async def _fail(self, request: Request, exc: Exception) -> bool:
         """Answer a request that failed; returns False (it did not succeed), for counting."""
-        answer = _failure(request, exc)
+        answer = failure(request, exc)
         if answer is None:
             return False
-        error = _as_syncd_error(exc)
+        error = as_syncd_error(exc)
         if error.status < 500:
-            log.info("rxdb websocket: %s refused: %s %s", _short(request.method), error.status,
+            log.info("rxdb websocket: %s refused: %s %s", short(request.method), error.status,
                      error.code, extra={
                          "event": "request refused", "way": "rxdb-ws", "status": error.status,
-                         "code": error.code, "method": _method_label(request.method),
+                         "code": error.code, "method": method_label(request.method),
                          "collection": request.collection
                          if isinstance(request.collection, str) else None,
                          "subject": None if self.identity is None else self.identity.subject,
@@ -479,15 +481,15 @@ class RxdbSocket:
     def _late_frame(self, frame: str | bytes) -> None:
         """A frame that arrived after this socket sent its close frame: its failure answer waits
         for the identity's next socket (an unauthenticated socket's frames have no owner)."""
-        request = _parse(frame)
+        request = parse(frame)
         if self.identity is None or request is None:
             return
-        answer = _failure(request, Unavailable(
+        answer = failure(request, Unavailable(
             "the socket was closing when this request arrived; it was not carried out, send it "
             "again", code="socket_closing"))
         if answer is not None:
             log.info("rxdb websocket: a %s request arrived after the close; answering it on "
-                     "the next socket", _short(request.method))
+                     "the next socket", short(request.method))
             self.late_answers.add(self.identity, answer)
 
     async def _send_late_answers(self) -> None:
@@ -510,7 +512,7 @@ class RxdbSocket:
                 filter_text=self._filter,
             )
         except Exception as exc:
-            error = _as_syncd_error(exc)
+            error = as_syncd_error(exc)
             if error.status >= 500:  # the client reconnects, resubscribes and resyncs
                 self._stop_for(_reject(error))
             else:  # an unknown or forbidden collection, an outdated client: its pulls say so
@@ -525,7 +527,7 @@ class RxdbSocket:
         transport = f"rxdb-ws:{name}"
 
         def wrap(body: bytes) -> str:
-            return _stream_frame(name, body)
+            return stream_frame(name, body)
 
         # RESYNC goes out twice in a row. RxDB's downstream (rxdb 15 and 17) takes queued stream
         # events in one batch and drops a RESYNC that follows events in that batch; it queues
@@ -557,7 +559,7 @@ class RxdbSocket:
             if stream is not None:
                 stream[0].resync("pull_failed")  # through the stream, in order with its frames
             else:
-                await self._send(_stream_frame(name, b'"RESYNC"'))
+                await self._send(stream_frame(name, b'"RESYNC"'))
 
         self._resyncs[name] = asyncio.create_task(resync())
 
@@ -623,7 +625,7 @@ class RxdbSocket:
             pass
 
     async def _fail_unanswered(self, error: SyncdError) -> None:
-        unanswered = [r for r in map(_parse, [*self._waiting, *self._inbox]) if r is not None]
+        unanswered = [r for r in map(parse, [*self._waiting, *self._inbox]) if r is not None]
         self._waiting.clear()
         self._inbox.clear()
         self._room.set()
@@ -656,126 +658,3 @@ def routes(settings: Settings) -> list[BaseRoute]:
         await RxdbSocket(websocket, late_answers, budget).run()
 
     return [WebSocketRoute(settings.rxdb_ws_path, endpoint)]
-
-
-# -- frames: pure helpers ------------------------------------------------------------------
-
-
-def _parse(frame: str | bytes) -> Request | None:
-    """A request, or None for a frame without an id (nothing could answer it: logged)."""
-    problem: SyncdError | None = None
-    try:
-        message = orjson.loads(frame)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses a few things the standard parser reads (lone surrogates, numbers
-        # beyond a double, deep nesting): enough to find the id and answer with an error.
-        try:
-            message = json.loads(frame)
-            orjson.dumps([message.get("id"), message.get("collection")])
-        except Exception:
-            log.warning("rxdb websocket: ignored a frame that is not JSON: %s", _short(frame))
-            return None
-        problem = BadRequest(f"the frame is not JSON syncd can read: {exc}", code="invalid_json")
-        message = {key: message.get(key) for key in ("id", "collection", "method")}
-    if not isinstance(message, dict) or message.get("id") is None:
-        log.warning("rxdb websocket: ignored a frame without an id: %s", _short(frame))
-        return None
-    return Request(
-        id=message["id"],
-        collection=message.get("collection"),
-        method=message.get("method"),
-        params=message.get("params"),
-        size=len(frame),
-        problem=problem,
-    )
-
-
-def _failure(request: Request, exc: Exception) -> str | None:
-    """The answer to a request that failed: a pull gets an empty page echoing its checkpoint
-    (the client has no error channel for pulls), anything else ``result: null`` (a write is then
-    retried by the client); both with an ``error`` object. None for requests never answered."""
-    if request.method == STREAM or request.method == AUTH:
-        return None
-    result = page_body([], _echo(request.params)) if request.method == PULL else b"null"
-    return _envelope(request, result, _error_object(exc, _as_syncd_error(exc)))
-
-
-def _envelope(request: Request, result: bytes, error: dict[str, Any] | None = None) -> str:
-    body = (
-        b'{"id":' + orjson.dumps(request.id)
-        + b',"collection":' + orjson.dumps(request.collection)
-        + b',"result":' + result
-    )
-    if error is not None:
-        body += b',"error":' + orjson.dumps(error)
-    return (body + b"}").decode()
-
-
-def _stream_frame(name: str, result: bytes) -> str:
-    return (b'{"id":"stream","collection":' + orjson.dumps(name) + b',"result":' + result
-            + b"}").decode()
-
-
-def _name(request: Request) -> str:
-    if not isinstance(request.collection, str):
-        raise BadRequest("collection must be the name of a syncd collection (a string)",
-                         code="invalid_collection")
-    return request.collection
-
-
-def _pull_params(params: Any) -> tuple[Any, int | None]:
-    if not isinstance(params, list) or not params:
-        raise BadRequest(f"{PULL} params must be [checkpoint or null, batchSize]",
-                         code="invalid_params")
-    limit = params[1] if len(params) > 1 else None
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-        raise BadRequest(f"batchSize must be an integer, got {_short(limit)}",
-                         code="invalid_limit")
-    return params[0], limit
-
-
-def _echo(params: Any) -> dict[str, Any] | None:
-    """The checkpoint a failed pull answers with: the request's own, when it is an object."""
-    checkpoint = params[0] if isinstance(params, list) and params else None
-    return checkpoint if isinstance(checkpoint, dict) else None
-
-
-def _token_of(params: Any) -> str | None:
-    """The token in an ``auth`` message's headers: ``Authorization: Bearer <token>`` (any
-    case), or a bare ``Authorization: <token>``."""
-    headers = params[0] if isinstance(params, list) and params else None
-    if not isinstance(headers, dict):
-        return None
-    for name, value in headers.items():
-        if isinstance(name, str) and name.lower() == "authorization" and isinstance(value, str):
-            scheme, _, rest = value.strip().partition(" ")
-            if rest.strip():
-                return rest.strip() if scheme.lower() == "bearer" else None
-            return scheme if scheme and scheme.lower() != "bearer" else None
-    return None
-
-
-def _as_syncd_error(exc: Exception) -> SyncdError:
-    if isinstance(exc, SyncdError):
-        return exc
-    response = error_response(exc)  # logs it, as for any HTTP request
-    error = orjson.loads(response.body)["error"]
-    kind = Unavailable if response.status_code == Unavailable.status else SyncdError
-    return kind(error["message"], code=error["code"])
-
-
-def _error_object(exc: Exception, error: SyncdError) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": error.status, "code": error.code, "message": error.message}
-    if isinstance(exc, SyncdError) and exc.details is not None:
-        body["details"] = exc.details
-    return body
-
-
-def _method_label(method: Any) -> str:
-    """A method name for metrics and logs: one of the protocol's, else ``other`` (bounded)."""
-    return method if method in _COUNTED_METHODS else "other"
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return repr(text if len(text) <= 80 else text[:77] + "...")

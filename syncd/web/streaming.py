@@ -59,7 +59,9 @@ async def relay(
         refused.append(error)
         subscriber.interrupt(EXPIRED)  # drops what is queued: not one more frame
 
-    recheck = None if identity is None else watch(identity, credentials_ended)
+    recheck = None if identity is None else watch(
+        identity, credentials_ended, lambda: subscriber.claims
+    )
     try:
         while True:
             item = await subscriber.next()

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from syncd.exceptions import BadRequest, Forbidden
-from syncd.web.rxdb_ws import Request, _echo, _envelope, _error_object, _parse, _token_of
+from syncd.web.rxdb_ws_frames import Request, echo, envelope, error_object, parse, token_of
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,7 @@ from syncd.web.rxdb_ws import Request, _echo, _envelope, _error_object, _parse, 
 def test_a_request_is_a_json_object_with_an_id(
     frame: str | bytes, request_id: Any, problem: str | None
 ) -> None:
-    request = _parse(frame)
+    request = parse(frame)
     if request_id is None:
         assert request is None  # nothing could answer it
         return
@@ -57,7 +57,7 @@ def test_a_request_is_a_json_object_with_an_id(
     ],
 )
 def test_the_auth_token_comes_from_the_authorization_header(params: Any, token: Any) -> None:
-    assert _token_of(params) == token
+    assert token_of(params) == token
 
 
 @pytest.mark.parametrize(
@@ -71,14 +71,14 @@ def test_the_auth_token_comes_from_the_authorization_header(params: Any, token: 
     ],
 )
 def test_a_failed_pull_echoes_the_checkpoint_it_was_given(params: Any, checkpoint: Any) -> None:
-    assert _echo(params) == checkpoint
+    assert echo(params) == checkpoint
 
 
 def test_an_answer_is_json_with_the_request_id_and_collection_as_sent() -> None:
     request = Request(id={"odd": "id"}, collection=None, method="x", params=None, size=0)
     error = Forbidden("no", code="forbidden")
-    answer = orjson.loads(_envelope(request, b'[{"a":1}]', _error_object(error, error)))
+    answer = orjson.loads(envelope(request, b'[{"a":1}]', error_object(error, error)))
     assert answer == {"id": {"odd": "id"}, "collection": None, "result": [{"a": 1}],
                       "error": {"status": 403, "code": "forbidden", "message": "no"}}
     details = BadRequest("bad", details=[1])
-    assert _error_object(details, details)["details"] == [1]
+    assert error_object(details, details)["details"] == [1]
