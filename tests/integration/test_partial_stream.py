@@ -112,7 +112,7 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
     try:
         await asyncio.wait_for(asyncio.gather(*(r.subscribed.wait() for _, r in replicas)), 30)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            metrics = (await http.get("/metrics")).text
+            before = (await http.get("/metrics")).text
             rng = random.Random(3)
             known: dict[str, Doc] = {}
             deadline = time.monotonic() + 4.0
@@ -126,6 +126,7 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
                 await write(http, collection, new, known.get(doc_id))
                 known[doc_id] = new
             assert k > 50, k
+            after = (await http.get("/metrics")).text
         table = await rows(db, collection, "alice")
 
         def exact() -> bool:
@@ -155,8 +156,20 @@ async def test_many_subscribers_per_filter_each_receive_exactly_their_selection(
         sequences = {orjson.dumps([docs for _, docs in r.arrivals])
                      for s, r in replicas if s == selector}
         assert len(sequences) == 1, (selector, len(sequences))
-    print("\nmetrics while subscribed:\n" + "\n".join(
-        line for line in metrics.splitlines() if "stream" in line and not line.startswith("#")))
+    # ... and the node says so: one feed per effective filter (this module's server serves no
+    # other streams now), and database reads per change for each feed, not for each subscriber.
+    filtered_feeds = 3 if claims else 2  # with claims, the unfiltered one is filtered too
+    assert metric(before, 'syncd_stream_feeds{filtered="yes"}') == filtered_feeds, before
+    assert metric(before, 'syncd_stream_feeds{filtered="no"}') == 3 - filtered_feeds, before
+    reads = metric(after, "syncd_stream_feed_reads_total") - metric(
+        before, "syncd_stream_feed_reads_total")
+    print(f"\n{rule}: {k} pushes, {reads:.0f} feed reads for {len(replicas)} subscribers")
+    assert reads <= 3 * 3 * k, (reads, k)  # per subscriber, it would be 22 per change
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
 
 
 async def test_a_revocation_reaches_a_stream_on_its_next_connect(
