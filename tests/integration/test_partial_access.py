@@ -316,6 +316,10 @@ async def test_filters_on_a_collection_without_declared_fields_are_refused(
     response = await pull(http, bare, token("alice"), {"listId": "l1"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_filter"
+    response = await push(http, bare, token("alice"),
+                          [{"newDocumentState": item("q", "l1", "north", "q")}], {"listId": "l1"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_filter"
 
 
 async def test_valid_filter_forms_are_accepted(http: httpx.AsyncClient, plain: str) -> None:
@@ -463,3 +467,25 @@ async def test_numbers_and_booleans_as_filter_values(
     [gone] = await device.pull_all(http)
     assert gone == {"id": "one", "listId": "", "region": "", "title": "", "n": 1, "done": True,
                     "tags": [], "kind": "a", "_deleted": True}
+
+
+async def test_a_filter_changed_again_in_the_middle_of_a_removal(
+    http: httpx.AsyncClient, plain: str
+) -> None:
+    l1 = [item(f"a{i}", "l1", "north", f"a{i}") for i in range(3)]
+    l2 = [item(f"b{i}", "l2", "north", f"b{i}") for i in range(5)]
+    l3 = [item(f"c{i}", "l3", "north", f"c{i}") for i in range(2)]
+    await seed(http, plain, *l1, *l2, *l3)
+    device = Puller(plain, token("alice"), {"listId": {"$in": ["l1", "l2"]}}, page=2)
+    await device.pull_all(http)
+    device.filter = {"listId": "l1"}
+    response = await pull(http, plain, device.token, device.filter, device.checkpoint, 2)
+    first = response.json()
+    assert ids(first["documents"]) == {"b0", "b1"}  # the first page of the removal
+    for doc in first["documents"]:
+        device.docs[doc["id"]] = doc
+    device.checkpoint = first["checkpoint"]
+    device.filter = {"listId": "l3"}  # changed again before the removal ended
+    await device.pull_all(http)
+    assert device.live() == {d["id"]: d for d in l3}
+    assert all(device.docs[d["id"]]["_deleted"] for d in l1 + l2)

@@ -115,6 +115,13 @@ async def test_move_in_by_insert_and_by_update_and_move_out_as_a_placeholder(
         await collection_id(db, plain))
     assert await reader.pull_all(http) == [placeholder("c", listId="l1")]
     assert reader.live() == {"b": b2}
+    # Another service removes the field altogether: a move-out as well.
+    await db.execute(
+        "UPDATE syncd_documents SET data = data - 'listId' "
+        "WHERE collection_id = $1 AND partition = 'alice' AND id = 'b'",
+        await collection_id(db, plain))
+    assert await reader.pull_all(http) == [placeholder("b", listId="l1")]
+    assert reader.live() == {}
 
 
 async def test_a_placeholder_shows_the_values_the_filter_selected_for_every_constrained_field(
