@@ -238,9 +238,11 @@ def forbidden_values(
             continue
         allowed = _claim_texts(identity.claims.get(field.claim))
         for doc in docs:
-            value = doc.get(name, _MISSING)
-            if value is _MISSING or value is None:
-                continue
+            value = doc.get(name)
+            if value is None:  # a document nobody but service keys could ever see again
+                return (f"{name} is missing; documents of this collection must carry {name} "
+                        f"with a value of the caller's claim {field.claim!r}; nothing of this "
+                        "push was written")
             if not _scalar(value) or _text(value) not in allowed:
                 return (f"{name} = {_text(value) if _scalar(value) else _short(value)} is outside "
                         f"the caller's claim {field.claim!r}; nothing of this push was written")

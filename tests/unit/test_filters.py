@@ -193,10 +193,12 @@ def test_within_is_a_narrowing() -> None:
 
 
 def test_pushed_values_of_claim_bound_fields_must_be_in_the_claim() -> None:
-    docs: list[dict[str, Any]] = [{"region": "north"}, {"listId": "x"}]
+    docs: list[dict[str, Any]] = [{"region": "north"}, {"region": "north", "listId": "x"}]
     assert forbidden_values(DECLARED, user(regions=["north"]), docs) is None
     problem = forbidden_values(DECLARED, user(regions=["south"]), docs)
     assert problem is not None and "region" in problem and "'regions'" in problem
+    missing = forbidden_values(DECLARED, user(regions=["north"]), [{"listId": "x"}])
+    assert missing is not None and "region is missing" in missing
     service = Identity(subject="api", service=True, acting_partition="p")
     assert forbidden_values(DECLARED, service, [{"region": "west"}]) is None
 
