@@ -242,6 +242,7 @@ class Reader:
     page: int
     stream: bool
     switch: list[Filter] | None = None  # filters it changes to in turn, same checkpoint
+    reconnect: bool = False  # a stream that drops its socket every RECONNECT_SECONDS
     puller: Puller | None = None
     replica: Replica | None = None
 
@@ -285,6 +286,8 @@ def _readers(claims: list[str] | None) -> list[Reader]:
         Reader("stream l2 north|south",
                {"listId": "l2", "region": {"$in": ["north", "south"]}}, claims, 3, True),
         Reader("stream unfiltered", None, claims, 6, True),
+        # Each reconnect's RESYNC pulls from its filtered checkpoint while writers move things.
+        Reader("stream l1 reconnecting", {"listId": "l1"}, claims, 2, True, reconnect=True),
     ]
 
 
@@ -292,6 +295,7 @@ SWITCH: list[Filter] = [{"listId": {"$in": ["l1", "l2"]}}, {"listId": "l1"},
                         {"listId": {"$in": ["l1", "l3"]}}, {"listId": "l2"},
                         {"listId": {"$in": ["l2", "l4"]}}]
 SWITCH_SECONDS = 1.5
+RECONNECT_SECONDS = 0.7
 
 
 def _expected(table: dict[str, Doc], reader: Reader) -> dict[str, Doc]:
@@ -383,6 +387,14 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
         deadline = started + WRITE_SECONDS
         late_task = asyncio.create_task(_late_writer(world, late_start, late_done))
 
+        async def drop_now_and_then(replica: Replica) -> None:
+            while not writers_done.is_set():
+                await asyncio.sleep(RECONNECT_SECONDS)
+                await replica.drop()
+
+        streams.extend(asyncio.create_task(drop_now_and_then(r.replica)) for r in readers
+                       if r.reconnect and r.replica is not None)
+
         async def open_late_soon() -> None:
             await asyncio.sleep(1.0)
             late_start.set()
@@ -458,6 +470,8 @@ async def test_concurrent_moves_every_filtered_reader_ends_exact_and_sees_nothin
             assert report[reader.name][1] > 0, (reader.name, "received no move-out")
 
     by_name = {r.name: r for r in readers}
+    reconnecting = by_name["stream l1 reconnecting"].replica
+    assert reconnecting is not None and reconnecting.connects >= 5, reconnecting
     # The late transaction's move-outs and insert arrived once it committed.
     l1 = by_name["pull l1"].docs()
     assert all(l1[f"late-{i}"]["_deleted"] is True for i in range(5))
