@@ -44,6 +44,11 @@ class Scope:
     placeholders: Placeholders
     declared: Mapping[str, FilterField]
 
+    @property
+    def bound(self) -> frozenset[str]:
+        """The claim-bound fields."""
+        return frozenset(name for name, f in self.declared.items() if f.claim is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -58,17 +63,6 @@ _R = TypeVar("_R", Row, tuple[str, str])
 
 # A feed position that stands for "every change with an xid below ``horizon`` was read".
 MAX_SEQ = 2**63 - 1
-
-
-def held_filters(state: FilterState | None) -> Filter | None:
-    """Every value a checkpoint's replication held (its filter and, mid-change, its target)."""
-    if state is None:
-        return None
-    merged: dict[str, set[str]] = {}
-    for flt in (state.filter, state.target):
-        for name, values in flt or ():
-            merged.setdefault(name, set()).update(values)
-    return tuple((name, tuple(sorted(v))) for name, v in sorted(merged.items())) or None
 
 
 def read_checkpoint(checkpoint: Any, epoch: str) -> tuple[Position, FilterState | None]:
@@ -118,7 +112,7 @@ class PartialPulls:
         while True:
             page = await self._reads.pull(
                 scope.collection_id, scope.partition, flt, after,
-                NO_FLOOR if floor is None else floor, want,
+                NO_FLOOR if floor is None else floor, want, scope.bound,
             )
             fresh = len({row.id for row in page.rows} - texts.keys())
             if len(page.rows) < want or fresh >= limit:
