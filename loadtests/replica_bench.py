@@ -65,7 +65,7 @@ from syncd.db.store import HEADS_SQL
 from syncd.db.urls import asyncpg_dsn
 
 REPO = Path(__file__).resolve().parent.parent
-PUSH, PULL, HEADS = "replica_push", "replica_pull", "replica_heads"
+PUSH, PULL, HEADS, LIVE = "replica_push", "replica_pull", "replica_heads", "replica_live"
 PULL_PREFIX = "pull-"
 HEAD_PARTITIONS = 1000  # partitions of the heads collection, 10 documents each
 
@@ -180,7 +180,7 @@ async def sql(url: str, statement: str, *args: Any) -> Any:
 def add_collections(url: str) -> dict[str, uuid.UUID]:
     import subprocess
 
-    for name in (PUSH, PULL, HEADS):
+    for name in (PUSH, PULL, HEADS, LIVE):
         done = subprocess.run(
             [sys.executable, "-m", "syncd", "collections", "add", name, "--schema",
              str(documents.SCHEMA_PATH)], env={**os.environ, "SYNCD_DATABASE_URL": url},
@@ -288,6 +288,41 @@ async def sample_lag(port: int, label: str, primary_url: str, stop: asyncio.Even
         await conn.close()
 
 
+def replication_cpu(cluster: Any) -> tuple[float, float]:
+    """CPU seconds so far of the primary's WAL senders and of every standby process (replay,
+    WAL receiver, ...), and of all the primary's processes."""
+    import psutil  # type: ignore[import-untyped]
+
+    def postmaster(data_dir: Path) -> psutil.Process | None:
+        try:
+            return psutil.Process(int((data_dir / "postmaster.pid").read_text().split()[0]))
+        except (OSError, ValueError, psutil.Error):
+            return None
+
+    def cpu(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+            return float(times.user + times.system)
+        except psutil.Error:
+            return 0.0
+
+    replication, primary = 0.0, 0.0
+    main = postmaster(cluster.root / "primary" / "pgdata")
+    if main is not None:
+        for child in [main, *main.children()]:
+            used = cpu(child)
+            primary += used
+            try:
+                if "walsender" in " ".join(child.cmdline()):
+                    replication += used
+            except psutil.Error:
+                pass
+    standby = postmaster(cluster.standby_dir)
+    if standby is not None:
+        replication += sum(cpu(p) for p in [standby, *standby.children()])
+    return replication, primary
+
+
 def push_part(pool: concurrent.futures.ProcessPoolExecutor, servers: dict[str, Server],
               cluster: Any, push_id: uuid.UUID, replica_label: str, runs: int, seconds: float,
               results: Results) -> None:
@@ -309,6 +344,7 @@ def push_part(pool: concurrent.futures.ProcessPoolExecutor, servers: dict[str, S
                                 f"{token}-{c}-") for c in range(clients)]
                     lag: dict[str, list[float]] = {"syncd": [], "pg": [], "in_use": [],
                                                    "bytes": []}
+                    cpu_before = replication_cpu(cluster)
                     if setup == "replica":
                         done = benchkit.run(_push_sampled(pool, jobs, server.port,
                                                           replica_label, cluster.primary_url,
@@ -323,6 +359,15 @@ def push_part(pool: concurrent.futures.ProcessPoolExecutor, servers: dict[str, S
                     rate = throughput(done)
                     key = f"push b{batch} x{clients}"
                     results.add(f"{key} {setup}", rate)
+                    cpu_after = replication_cpu(cluster)
+                    pushed = sum(d.documents for d in done) or 1
+                    # per document over the whole cell (warm-up included on both sides)
+                    span = seconds + 1.0
+                    factor = 1e6 / (pushed * span / seconds)
+                    results.add(f"{key} {setup} replication us/doc",
+                                (cpu_after[0] - cpu_before[0]) * factor)
+                    results.add(f"{key} {setup} primary us/doc",
+                                (cpu_after[1] - cpu_before[1]) * factor)
                     line = f"{key} {setup} run {run}: {rate:,.0f} docs/s"
                     if setup == "replica" and lag["syncd"]:
                         results.add(f"{key} lag syncd max", max(lag["syncd"]))
@@ -463,6 +508,80 @@ def pause_part(cluster: Any, servers: dict[str, Server], label: str, runs: int,
                           + ", ".join(f"{k} {v:.3f}" for k, v in got.items()))
 
 
+async def live_once(port: int, token: str, pushes: int) -> tuple[list[float], list[float]]:
+    """One websocket subscriber (the pusher's own identity: auth mode none) and ``pushes``
+    sequential pushes of one document: each push's answer time and the time until the
+    subscriber received the document, both from the moment the push was sent (ms)."""
+    import websockets
+
+    answered: list[float] = []
+    delivered: list[float] = []
+    conn = HttpConnection(port)
+    endpoint = native(port, LIVE)
+    async with websockets.connect(f"ws://127.0.0.1:{port}/api/v1/sync/{LIVE}/stream",
+                                  open_timeout=10) as ws:
+        first = await asyncio.wait_for(ws.recv(), 10)
+        if first != '"RESYNC"':
+            raise BenchError(f"live: first message {first!r}")
+        seen: dict[str, float] = {}
+        reader_error: list[BaseException] = []
+        arrived = asyncio.Event()
+
+        async def read() -> None:
+            try:
+                async for message in ws:
+                    if message == '"RESYNC"':
+                        raise BenchError("live: RESYNC during the run")
+                    for doc in orjson.loads(message)["documents"]:
+                        seen[doc["id"]] = time.perf_counter()
+                    arrived.set()
+            except websockets.ConnectionClosed:
+                pass
+            except BaseException as exc:
+                reader_error.append(exc)
+            arrived.set()
+
+        reading = asyncio.create_task(read())
+        try:
+            for i in range(pushes):
+                doc_id = f"{token}{i:09d}"
+                sent = time.perf_counter()
+                await push_batch(conn, endpoint, token, i, 1)
+                answered.append((time.perf_counter() - sent) * 1000)
+                until = time.perf_counter() + 5
+                while doc_id not in seen and not reader_error and reading.done() is False:
+                    arrived.clear()
+                    try:
+                        await asyncio.wait_for(arrived.wait(), until - time.perf_counter())
+                    except TimeoutError:
+                        break
+                if reader_error:
+                    raise reader_error[0]
+                if doc_id not in seen:
+                    raise BenchError(f"live: {doc_id} not delivered within 5 s")
+                delivered.append((seen[doc_id] - sent) * 1000)
+                await asyncio.sleep(0.01)
+        finally:
+            reading.cancel()
+            await conn.close()
+    return answered, delivered
+
+
+def live_part(servers: dict[str, Server], runs: int, pushes: int, results: Results) -> None:
+    for run in range(runs):
+        order = ("direct", "replica") if run % 2 == 0 else ("replica", "direct")
+        for setup in order:
+            answered, delivered = benchkit.run(live_once(servers[setup].port,
+                                                         f"{setup}{run}-", pushes))
+            q = statistics.quantiles
+            for name, values in (("answer", answered), ("delivery", delivered)):
+                results.add(f"live {setup} {name} p50", statistics.median(values))
+                results.add(f"live {setup} {name} p99", q(values, n=100)[98])
+            benchkit.progress(f"live {setup} run {run}: push answered p50 "
+                              f"{statistics.median(answered):.1f} ms, delivered p50 "
+                              f"{statistics.median(delivered):.1f} ms")
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -500,6 +619,18 @@ def report(results: Results, parts: tuple[str, ...], pull_docs: int, runs: int) 
             out.append(f"| {batch} | {clients} | {med(k + ' alone'):,.0f} | "
                        f"{med(k + ' streaming'):,.0f} | {med(k + ' replica'):,.0f} | "
                        f"{med(k + ' streaming/alone'):.2f}x | {med(k + ' replica/alone'):.2f}x |")
+        out += ["", "**CPU per pushed document** (µs of one core; WAL sender + every standby "
+                "process, and all the primary's processes; median of runs)", "",
+                "| batch | clients | replication, streaming | replication, replica | primary, "
+                "alone | primary, streaming | replication / primary (streaming) |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for batch, clients in ((1, 1), (1, 8), (100, 1), (100, 8)):
+            k = f"push b{batch} x{clients}"
+            rs, rr = med(f"{k} streaming replication us/doc"), med(f"{k} replica replication "
+                                                                   "us/doc")
+            pa, ps = med(f"{k} alone primary us/doc"), med(f"{k} streaming primary us/doc")
+            out.append(f"| {batch} | {clients} | {rs:.1f} | {rr:.1f} | {pa:.1f} | {ps:.1f} | "
+                       f"{rs / ps:.2f} |")
         out += ["", "**Replay lag while `replica` pushes** (samples every 100 ms; max and median "
                 "over the measured window, median over runs)", "",
                 "| batch | clients | syncd_replica_lag_seconds max / median ms "
@@ -527,6 +658,16 @@ def report(results: Results, parts: tuple[str, ...], pull_docs: int, runs: int) 
                 out.append(f"| {key} | {med('pause ' + key):.3f} | {min(v):.3f} - "
                            f"{max(v):.3f} |")
         out.append("")
+    if "live" in parts:
+        out += ["**Live: one subscriber of the pusher's own identity, pushes of 1 document one "
+                f"at a time** (ms from push sent; median of {runs} runs)", "",
+                "| node | push answered p50 / p99 | delivered p50 / p99 |", "|---|---:|---:|"]
+        for setup in ("direct", "replica"):
+            out.append(f"| {setup} | {med(f'live {setup} answer p50'):.1f} / "
+                       f"{med(f'live {setup} answer p99'):.1f} | "
+                       f"{med(f'live {setup} delivery p50'):.1f} / "
+                       f"{med(f'live {setup} delivery p99'):.1f} |")
+        out.append("")
     if "heads" in parts:
         out += [f"**Head poll** (`HEADS_SQL`, ms per statement, one connection, median of {runs}"
                 " runs)", "", "| feeds | primary ms | standby ms | standby / primary |",
@@ -545,8 +686,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per push cell, after 1 s")
     parser.add_argument("--pull-docs", type=int, default=50_000)
-    parser.add_argument("--parts", type=benchkit.csv_choices(("pull", "push", "pause", "heads")),
-                        default=("pull", "push", "pause", "heads"))
+    parts = ("pull", "push", "pause", "live", "heads")
+    parser.add_argument("--parts", type=benchkit.csv_choices(parts), default=parts)
     options = parser.parse_args()
     if options.quick:
         options.runs, options.seconds, options.pull_docs = 1, 2.0, 10_000
@@ -586,6 +727,8 @@ def main() -> int:
             if "push" in options.parts:
                 push_part(pool, servers, cluster, ids[PUSH], label, options.runs,
                           options.seconds, results)
+        if "live" in options.parts:
+            live_part(servers, options.runs, 100 if options.quick else 200, results)
         if "pause" in options.parts:
             pause_part(cluster, servers, label, options.runs, results)
         if "heads" in options.parts:
