@@ -38,6 +38,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -700,6 +701,7 @@ def main() -> int:
     cluster = StandbyCluster()
     servers: dict[str, Server] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="replica-bench-"))
+    benchkit.progress(f"server logs in {log_dir} (removed after a successful run)")
     results = Results()
     try:
         # The standby is stopped during the "alone" cells: keep the WAL it will need (no slot).
@@ -741,6 +743,7 @@ def main() -> int:
         for server in servers.values():
             server.stop()
         cluster.close()
+    shutil.rmtree(log_dir, ignore_errors=True)  # kept on a failure
     print(f"replica_bench.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"{os.cpu_count()} CPUs; runs {options.runs}, push cells {options.seconds:g} s "
           "after 1 s warm-up\n")
