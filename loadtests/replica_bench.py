@@ -1,8 +1,8 @@
 """What a streaming replica changes, measured (issue #14; BENCHMARKS.md §9, docs/scaling.md).
 
 ```sh
-.venv/bin/python loadtests/replica_bench.py            # ~10 min: every part, 3 runs
-.venv/bin/python loadtests/replica_bench.py --quick    # smoke run, ~2 min
+.venv/bin/python loadtests/replica_bench.py            # ~15 min: every part, 3 runs
+.venv/bin/python loadtests/replica_bench.py --quick    # smoke run, ~3 min
 ```
 
 It starts everything itself on this machine: a primary and a real streaming hot standby of it
