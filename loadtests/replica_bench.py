@@ -23,6 +23,11 @@ Parts:
   replay lag is sampled every 100 ms twice: syncd's ``syncd_replica_lag_seconds`` and
   ``syncd_replica_in_use`` from ``/metrics``, and PostgreSQL's own ``replay_lag`` from
   ``pg_stat_replication`` on the primary.
+* ``pause``: replay paused on the standby for 2.5 s while one writer commits every 10 ms: when
+  the node takes the replica out of rotation, what ``syncd_replica_lag_seconds`` says against the
+  true lag, and when it is back after the resume.
+* ``live``: one websocket subscriber of the pusher's own identity and pushes of one document one
+  at a time, through ``direct`` and ``replica``: the push's answer and the delivery, from the send.
 * ``heads``: the head poll (``HEADS_SQL``, one statement for all of a node's feeds) with 1, 10,
   100 and 1000 feeds, timed on the primary and on the standby over one asyncpg connection.
 
