@@ -20,7 +20,15 @@ import orjson
 from syncd import checkpoint as checkpoints
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
-from syncd.db.filtered import DOCUMENT, NO_FLOOR, FilteredReads, Row
+from syncd.db.filtered import (
+    DOCUMENT,
+    MOVE_OUT,
+    NO_FLOOR,
+    Change,
+    FilteredReads,
+    Row,
+    driving_field,
+)
 from syncd.exceptions import Forbidden
 from syncd.filters import (
     Filter,
@@ -31,7 +39,7 @@ from syncd.filters import (
     matches,
     within,
 )
-from syncd.hub import FeedRead, Reader
+from syncd.hub import RoutedRead, RouteReader
 from syncd.placeholders import Placeholders
 
 
@@ -142,15 +150,66 @@ class PartialPulls:
             read_to, full,
         )
 
-    def feed_reader(self, scope: Scope, flt: Filter) -> Reader:
-        """What a live feed of this filter reads with (syncd/hub.py): the pull of a
-        replication that is already running (every move-out after its position counts)."""
+    def router(self, scope: Scope) -> RouteReader:
+        """What a node's live filtered feeds of one partition read with (syncd/hub.py): the
+        partition's changes once, routed in Python to every filter they concern — by the same
+        rules as a filtered pull of a running replication (a document that matches now; a
+        move-out whose old values matched and whose current version does not)."""
+        fields = tuple(sorted(scope.declared))
+        routes = _Routes(scope.bound)
 
-        async def read(after: Position, limit: int) -> FeedRead:
-            page = await self.pull_filter(scope, flt, after, 0, limit)
-            return FeedRead(page.documents, page.checkpoint, page.read_to, page.full)
+        async def read(
+            after: Position, limit: int, filters: Sequence[Filter], primary: bool
+        ) -> RoutedRead:
+            changes, horizon = await self._reads.changes(
+                scope.collection_id, scope.partition, fields, after, limit, primary=primary
+            )
+            full = len(changes) >= limit
+            last = changes[-1].position if changes else after
+            # A page that is not full read every change below the horizon.
+            read_to = last if full else max(last, Position(horizon - 1, MAX_SEQ))
+            found = self._route(scope, routes.of(filters), changes)
+            return RoutedRead(read_to, full, {
+                flt: (list(texts.values()), self.checkpoint(position, FilterState(flt)))
+                for flt, (texts, position) in found.items()
+            })
 
         return read
+
+    @staticmethod
+    def _route(
+        scope: Scope, routes: Mapping[str, Mapping[str, list[Filter]]], changes: list[Change]
+    ) -> dict[Filter, tuple[dict[str, str], Position]]:
+        """Per filter, the documents to send (last version per id) and the last position."""
+        found: dict[Filter, tuple[dict[str, str], Position]] = {}
+        for change in changes:
+            values = orjson.loads(change.fields)
+            candidates = {
+                flt for name, by_value in routes.items()
+                for flt in by_value.get(_value_text(values.get(name)) or "", ())
+            }
+            if not candidates:
+                continue
+            current = None
+            if change.kind == MOVE_OUT and change.current is not None:
+                current = orjson.loads(change.current)
+            for flt in candidates:
+                if not matches(flt, values):
+                    continue
+                if change.kind == DOCUMENT:
+                    assert change.body is not None
+                    text = change.body
+                elif current is not None and matches(flt, current):
+                    continue  # it left and came back: its current version is sent instead
+                else:
+                    kept = {name: values[name] for name, _ in flt
+                            if values.get(name) is not None}
+                    text = orjson.dumps(scope.placeholders.deletion(change.id, kept)).decode()
+                texts = found.setdefault(flt, ({}, change.position))[0]
+                texts.pop(change.id, None)
+                texts[change.id] = text
+                found[flt] = (texts, change.position)
+        return found
 
     async def _change(
         self, scope: Scope, old: Filter | None, position: Position, floor: int, new: Filter,
@@ -190,6 +249,36 @@ class PartialPulls:
         return await self.pull_filter(
             scope, new, start, start_floor, limit - len(deletions), deletions
         )
+
+
+class _Routes:
+    """Which filters a change may concern, by the value of each filter's driving field: a
+    change is matched only against the filters one of its values leads to."""
+
+    def __init__(self, bound: frozenset[str]) -> None:
+        self._bound = bound
+        self._cached: tuple[tuple[Filter, ...], dict[str, dict[str, list[Filter]]]] = ((), {})
+
+    def of(self, filters: Sequence[Filter]) -> dict[str, dict[str, list[Filter]]]:
+        """Driving field -> its value (JSON text) -> the filters it leads to."""
+        key = tuple(filters)
+        if self._cached[0] != key:
+            routes: dict[str, dict[str, list[Filter]]] = {}
+            for flt in filters:
+                name = driving_field(flt, self._bound)
+                for text in dict(flt)[name]:
+                    routes.setdefault(name, {}).setdefault(text, []).append(flt)
+            self._cached = (key, routes)
+        return self._cached[1]
+
+
+def _value_text(value: Any) -> str | None:
+    """A declared field's value as the filters hold it (JSON text), None if it cannot match."""
+    if value is None or not isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return orjson.dumps(value).decode()
 
 
 class PartialPushes:

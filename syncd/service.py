@@ -233,11 +233,11 @@ class SyncService:
         # No checkpoint here: values the claims no longer allow are dropped; the pull that
         # follows the stream's RESYNC removes them from the device (or refuses a fresh one).
         flt = effective(requested, declared, identity)
-        reader = None if flt is None else self._partial_pulls.feed_reader(
-            self._scope(collection, partition), flt
+        route = None if flt is None else self._partial_pulls.router(
+            self._scope(collection, partition)
         )
         subscriber = await self._hub.subscribe(
-            collection.id, partition, identity_key(identity), way, flt, reader
+            collection.id, partition, identity_key(identity), way, flt, route
         )
         subscriber.claims = collection.access.claim_names()
         return collection, subscriber
