@@ -757,6 +757,7 @@ class LiveRun:
     moves: int = 0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    cpu_per_push: float = 0.0  # ms of syncd CPU per push
 
 
 async def live_pushes(port: int, opts: Options, pipe: Connection, rng: random.Random,
@@ -941,6 +942,7 @@ def live_part(ctx: Context) -> str:
                 raise BenchError(f"subscriber process: {message!r}")
             run = analyse(log, message[1], opts.subscribers, opts.live_filters)
             run.server_cpu = (cpu1 - cpu0) / elapsed
+            run.cpu_per_push = (cpu1 - cpu0) * 1000 / max(1, run.pushes)
             run.client_cpu = sub_cpu / elapsed
             runs.append(run)
             if problems := server.problems():
@@ -952,6 +954,8 @@ def live_part(ctx: Context) -> str:
                 f"{run.outside}, duplicates {run.duplicates}, stray {run.stray}, RESYNCs "
                 f"{run.resyncs}, server CPU {run.server_cpu:.0%}")
         finally:
+            with contextlib.suppress(OSError):
+                parent.send(("stop",))  # the subscriber process ends without waiting any longer
             process.join(30)
             if process.is_alive():
                 process.terminate()
@@ -985,7 +989,8 @@ def live_part(ctx: Context) -> str:
         f"| {median([r.client_cpu for r in runs]):.0%} |",
         "",
         f"Pushes {sum(r.pushes for r in runs)} of which moves {sum(r.moves for r in runs)}; "
-        f"empty frames {sum(r.empty for r in runs)}. One wake-up of all {opts.live_filters} "
+        f"empty frames {sum(r.empty for r in runs)}. syncd CPU per push "
+        f"{median([r.cpu_per_push for r in runs]):.1f} ms. One wake-up of all {opts.live_filters} "
         f"filtered feeds, SQL only (syncd's filtered statement per filter from the head, one "
         f"connection, no HTTP): {wake_all:.1f} ms ({wake_one:.2f} ms per feed). Target p99 "
         f"from send ≤ 100 ms, every expected frame, nothing outside: "
