@@ -49,9 +49,14 @@ One run on one machine, every figure a median over ``--runs``, ratios measured w
   every expected frame must arrive (within ``--delivery-timeout``), nothing outside a
   subscriber's filter may arrive (counted: a document or placeholder whose ``listId`` is not the
   subscriber's), and duplicates are counted. The next push waits until every expected frame of
-  the previous one arrived, then 10-50 ms.
+  the previous one arrived, then 10-50 ms. Also reported: syncd's CPU per push, latency by
+  frame kind (new document, moved in, move-out placeholder), and what one wake-up of every
+  filtered feed costs in SQL alone (syncd's filtered statement once per filter, from the head,
+  on one connection). ``--live-filters`` and ``--subscribers`` set how many filters and
+  subscribers (``--live-filters 10 --subscribers 100`` keeps 10 per filter); ``--generic-plans``
+  is an experiment: ``plan_cache_mode = force_generic_plan`` on the scratch database.
 
-Full run (the figures in BENCHMARKS.md §8; ~15 minutes on 2 vCPUs, most of it loading rows)::
+Full run (the figures in BENCHMARKS.md §8; ~20 minutes on 2 vCPUs)::
 
     .venv/bin/python loadtests/partial_bench.py
 
