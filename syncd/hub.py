@@ -41,9 +41,8 @@ PartitionKey = tuple[uuid.UUID, str]
 
 @dataclass(frozen=True, slots=True)
 class FeedRead:
-    """One read of a feed: the documents to send and their checkpoint (when there are any),
-    how far the read went (``read_to``: a filtered read that found nothing still read every
-    change below its horizon), and whether the page was full (more may follow at once)."""
+    """One read of the unfiltered feed: the documents to send and their checkpoint (when there
+    are any), how far the read went, and whether the page was full (more may follow at once)."""
 
     documents: list[str]
     checkpoint: dict[str, Any] | None

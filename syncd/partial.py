@@ -62,9 +62,6 @@ class Scope:
 class Page:
     documents: list[str]
     checkpoint: dict[str, Any] | None
-    # For a live feed: how far the read went, and whether the page was full.
-    read_to: Position = ORIGIN
-    full: bool = False
 
 
 _R = TypeVar("_R", Row, tuple[str, str])
@@ -142,12 +139,8 @@ class PartialPulls:
                 ).decode()
         last = rows[-1].position if rows else after
         kept_floor = floor if last.xid < floor else 0  # below the position it says nothing
-        full = len(rows) < len(page.rows) or len(page.rows) >= want
-        # A page that is not full read every matching change below the horizon.
-        read_to = last if full else max(last, Position(page.horizon - 1, MAX_SEQ))
         return Page(
-            list(texts.values()), self.checkpoint(last, FilterState(flt, kept_floor)),
-            read_to, full,
+            list(texts.values()), self.checkpoint(last, FilterState(flt, kept_floor))
         )
 
     def router(self, scope: Scope) -> RouteReader:
