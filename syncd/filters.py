@@ -155,17 +155,16 @@ def _values(name: str, condition: Any, declared: Mapping[str, FilterField]) -> t
 
 def effective(
     requested: Filter | None, declared: Mapping[str, FilterField], identity: Identity,
-    held: Filter | None = None,
+    *, fresh: bool = False,
 ) -> Filter | None:
     """What a replication is served: the client's filter AND, for each claim-bound field, the
-    caller's claim values. ``held`` is the filter the replication's checkpoint was served with:
-    a value it held and the claims no longer allow is dropped (revocation: it leaves the device);
-    a value it never held and the claims do not allow is refused (403)."""
+    caller's claim values. A value the claims do not allow is refused (403) when the replication
+    starts from nothing (``fresh``); for one that has a checkpoint it is dropped: that is a
+    revocation, and what the value selected leaves the device."""
     bound = {} if identity.service else {
         name: _claim_texts(identity.claims.get(field.claim))
         for name, field in declared.items() if field.claim is not None
     }
-    held_values = dict(held or ())
     result = dict(requested or ())
     for name, allowed in bound.items():
         asked = result.get(name)
@@ -173,10 +172,9 @@ def effective(
             result[name] = tuple(sorted(allowed))
             continue
         refused = [value for value in asked if value not in allowed]
-        unheard = [value for value in refused if value not in held_values.get(name, ())]
-        if unheard:
+        if refused and fresh:
             raise Forbidden(
-                f"the filter asks for {name} = {', '.join(unheard)}, which the caller's claim "
+                f"the filter asks for {name} = {', '.join(refused)}, which the caller's claim "
                 f"{declared[name].claim!r} does not allow",
                 code="forbidden_filter_value",
             )

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,9 +41,8 @@ PartitionKey = tuple[uuid.UUID, str]
 
 @dataclass(frozen=True, slots=True)
 class FeedRead:
-    """One read of a feed: the documents to send and their checkpoint (when there are any),
-    how far the read went (``read_to``: a filtered read that found nothing still read every
-    change below its horizon), and whether the page was full (more may follow at once)."""
+    """One read of the unfiltered feed: the documents to send and their checkpoint (when there
+    are any), how far the read went, and whether the page was full (more may follow at once)."""
 
     documents: list[str]
     checkpoint: dict[str, Any] | None
@@ -51,8 +50,19 @@ class FeedRead:
     full: bool
 
 
-# Reads a feed's changes after a position, at most ``limit`` of them.
-Reader = Callable[[Position, int], Awaitable[FeedRead]]
+@dataclass(frozen=True, slots=True)
+class RoutedRead:
+    """One read of a partition's changes for all its filtered feeds: per filter the documents
+    to send and their checkpoint (only filters that got something), how far the read went."""
+
+    read_to: Position
+    full: bool
+    frames: dict[Filter, tuple[list[str], dict[str, Any] | None]]
+
+
+# Reads a partition's changes after a position (at most ``limit``) for these filters, from the
+# primary when asked to (this node's own commit, which a replica may not have replayed yet).
+RouteReader = Callable[[Position, int, Sequence[Filter], bool], Awaitable[RoutedRead]]
 # Commits per feed whose lag to their frame is timed at once (syncd_stream_feed_lag_seconds).
 MAX_TIMED_COMMITS = 10_000
 
@@ -259,10 +269,15 @@ class Subscriber:
 
 
 class Feed:
-    def __init__(self, hub: Hub, key: FeedKey, reader: Reader | None = None) -> None:
+    """The subscribers of one (collection, partition, filter) and what they were sent.
+
+    The unfiltered feed reads its partition's changes itself; the filtered feeds of a partition
+    are served by its ``Router``, which reads once for all of them."""
+
+    def __init__(self, hub: Hub, key: FeedKey, router: Router | None = None) -> None:
         self.hub = hub
         self.key = key
-        self.reader: Reader = reader or self._read_all
+        self.router = router
         self.position: Position | None = None
         self.subscribers: set[Subscriber] = set()
         # The same subscribers by owner: a push waits only for its own caller's streams, and
@@ -276,8 +291,11 @@ class Feed:
         # This node's commits not yet offered, oldest first: (their last position, when the
         # commit returned), for syncd_stream_feed_lag_seconds.
         self.commits: deque[tuple[Position, float]] = deque()
-        self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
+        self.local = False  # woken by this node's own commit: read the primary
         self.task: asyncio.Task[None] | None = None
+        self.ready: asyncio.Task[None] = (
+            router.ready if router is not None else asyncio.create_task(self._start())
+        )
         self._filtered = "no" if key[2] is None else "yes"  # the metrics' label
         metrics.STREAM_FEEDS.labels(self._filtered).inc()
 
@@ -285,10 +303,10 @@ class Feed:
         self.position = (await self.hub.store.heads([self.key[:2]]))[0]
         self.task = asyncio.create_task(self._run(), name=f"syncd-feed-{self.key[0]}")
 
-    async def _read_all(self, after: Position, limit: int) -> FeedRead:
+    async def _read(self, after: Position, limit: int, primary: bool) -> FeedRead:
         """The unfiltered feed's read: the partition's changes, as a client's pull reads them."""
         store = self.hub.store
-        page = await store.pull(self.key[0], self.key[1], after, limit)
+        page = await store.pull(self.key[0], self.key[1], after, limit, primary=primary)
         if page.last is None:
             return FeedRead([], None, after, False)
         checkpoint = checkpoints.encode(page.last, store.epoch)
@@ -302,27 +320,34 @@ class Feed:
             assert self.position is not None
             try:
                 while True:
-                    read = await self.reader(self.position, limit)
+                    primary, self.local = self.local, False
+                    read = await self._read(self.position, limit, primary)
                     metrics.STREAM_FEED_READS.labels(self._filtered).inc()
-                    if read.documents:
-                        self.frames += 1
-                        frame = Frame(page_body(read.documents, read.checkpoint), self.frames)
-                        sent = 0
-                        for subscriber in tuple(self.subscribers):
-                            sent += subscriber.offer(frame)
-                        metrics.STREAM_FRAMES_SENT.inc(sent)
-                    if read.read_to > self.position:
-                        self.position = read.read_to
-                        if self.commits:
-                            self._observe_lag()
-                        if self._readers:
-                            self._release_readers()
+                    self.deliver(read.documents, read.checkpoint, read.read_to)
                     if not read.full:
                         break
             except Exception as exc:  # any failure: retry later, the position is kept
                 self.hub.database_failed(exc)
                 await asyncio.sleep(self.hub.retry_seconds)
                 self.wake.set()
+
+    def deliver(
+        self, documents: list[str], checkpoint: dict[str, Any] | None, read_to: Position
+    ) -> None:
+        """Offer what a read found to every subscriber; the feed has read up to ``read_to``."""
+        if documents:
+            self.frames += 1
+            frame = Frame(page_body(documents, checkpoint), self.frames)
+            sent = 0
+            for subscriber in tuple(self.subscribers):
+                sent += subscriber.offer(frame)
+            metrics.STREAM_FRAMES_SENT.inc(sent)
+        if self.position is None or read_to > self.position:
+            self.position = read_to
+            if self.commits:
+                self._observe_lag()
+            if self._readers:
+                self._release_readers()
 
     def when_read(self, position: Position) -> asyncio.Future[int]:
         """A future of the number of the frame that carries ``position`` (or a later one)."""
@@ -365,6 +390,63 @@ class Feed:
             if not reader.done():
                 reader.set_result(self.frames)
         self._readers.clear()
+        if self.router is not None:
+            return  # the router's tasks are the router's
+        tasks = [t for t in (self.ready, self.task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Router:
+    """Reads a partition's changes once for all the filtered feeds streamed from it, and hands
+    each feed what concerns its filter (syncd/partial.py routes them). One statement per wake-up
+    whatever the number of filters: with a read per filter, a push to a partition streamed under
+    100 filters cost 100 statements, 99 of them finding nothing (BENCHMARKS.md §8)."""
+
+    def __init__(self, hub: Hub, key: PartitionKey, reader: RouteReader) -> None:
+        self.hub = hub
+        self.key = key
+        self.reader = reader
+        self.feeds: dict[Filter, Feed] = {}
+        self.position: Position | None = None
+        self.wake = asyncio.Event()
+        self.local = False  # woken by this node's own commit: read the primary
+        self.task: asyncio.Task[None] | None = None
+        self.ready: asyncio.Task[None] = asyncio.create_task(self._start())
+
+    async def _start(self) -> None:
+        self.position = (await self.hub.store.heads([self.key]))[0]
+        self.task = asyncio.create_task(self._run(), name=f"syncd-router-{self.key[0]}")
+
+    async def _run(self) -> None:
+        limit = self.hub.frame_limit
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            assert self.position is not None
+            try:
+                while True:
+                    primary, self.local = self.local, False
+                    # Only the feeds this read was for get its results (and its position):
+                    # a feed that joined meanwhile starts with the next read.
+                    feeds = tuple(self.feeds.items())
+                    read = await self.reader(
+                        self.position, limit, [flt for flt, _ in feeds], primary
+                    )
+                    metrics.STREAM_FEED_READS.labels("yes").inc()
+                    for flt, feed in feeds:
+                        documents, checkpoint = read.frames.get(flt, ([], None))
+                        feed.deliver(documents, checkpoint, read.read_to)
+                    self.position = max(self.position, read.read_to)
+                    if not read.full:
+                        break
+            except Exception as exc:  # any failure: retry later, the position is kept
+                self.hub.database_failed(exc)
+                await asyncio.sleep(self.hub.retry_seconds)
+                self.wake.set()
+
+    async def stop(self) -> None:
         tasks = [t for t in (self.ready, self.task) if t is not None]
         for task in tasks:
             task.cancel()
@@ -391,6 +473,8 @@ class Hub:
         self._feeds: dict[FeedKey, Feed] = {}
         # The filters streamed per (collection, partition): a commit wakes each of them.
         self._partitions: dict[PartitionKey, set[FeedKey]] = {}
+        # One router per (collection, partition) with filtered feeds: reads once for them all.
+        self._routers: dict[PartitionKey, Router] = {}
         self._poller: asyncio.Task[None] | None = None
         self._database_failing = False
         self._stopping: set[asyncio.Task[None]] = set()
@@ -414,6 +498,9 @@ class Hub:
             await asyncio.gather(self._poller, return_exceptions=True)
         feeds, self._feeds = list(self._feeds.values()), {}
         self._partitions.clear()
+        routers, self._routers = list(self._routers.values()), {}
+        for router in routers:
+            await router.stop()
         for feed in feeds:
             metrics.STREAM_SUBSCRIBERS.dec(len(feed.subscribers))
             for subscriber in feed.subscribers:
@@ -427,14 +514,24 @@ class Hub:
 
     async def subscribe(
         self, collection_id: uuid.UUID, partition: str, owner: Hashable = None,
-        way: str = "other", flt: Filter | None = None, reader: Reader | None = None,
+        way: str = "other", flt: Filter | None = None, route: RouteReader | None = None,
     ) -> Subscriber:
         """Register a subscriber; every change after this moment reaches it (or a RESYNC).
-        A filtered subscriber shares the feed of its filter, which ``reader`` reads."""
+        A filtered subscriber shares the feed of its filter; the partition's router (which
+        reads with ``route``) serves every filtered feed of the partition."""
         key = (collection_id, partition, flt)
         feed = self._feeds.get(key)
         if feed is None:
-            feed = self._feeds[key] = Feed(self, key, reader)
+            router = None
+            if flt is not None:
+                assert route is not None
+                pkey = (collection_id, partition)
+                router = self._routers.get(pkey)
+                if router is None:
+                    router = self._routers[pkey] = Router(self, pkey, route)
+            feed = self._feeds[key] = Feed(self, key, router)
+            if router is not None and flt is not None:
+                router.feeds[flt] = feed
             self._partitions.setdefault((collection_id, partition), set()).add(key)
         subscriber = Subscriber(key, self._buffer_bytes, owner, feed.frames, way)
         feed.subscribers.add(subscriber)
@@ -446,6 +543,8 @@ class Hub:
         except BaseException:
             self.unsubscribe(subscriber)
             raise
+        if feed.position is None and feed.router is not None:
+            feed.position = feed.router.position  # from here on the router serves it
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -466,10 +565,19 @@ class Hub:
             streamed.discard(subscriber.key)
             if not streamed:
                 del self._partitions[subscriber.key[:2]]
-            # Keep a reference: the event loop holds tasks only weakly.
-            stopping = asyncio.create_task(feed.stop())
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
+            router, flt = feed.router, subscriber.key[2]
+            if router is not None and flt is not None:
+                router.feeds.pop(flt, None)
+                if not router.feeds:
+                    del self._routers[router.key]
+                    self._stop_later(router.stop())
+            self._stop_later(feed.stop())
+
+    def _stop_later(self, stop: Coroutine[Any, Any, None]) -> None:
+        # Keep a reference: the event loop holds tasks only weakly.
+        stopping = asyncio.create_task(stop)
+        self._stopping.add(stopping)
+        stopping.add_done_callback(self._stopping.discard)
 
     def committed(
         self, collection_id: uuid.UUID, partition: str, upto: Position | None = None
@@ -478,9 +586,15 @@ class Hub:
         other nodes soon."""
         for key in self._partitions.get((collection_id, partition), ()):
             feed = self._feeds[key]
-            feed.wake.set()
+            if feed.router is None:
+                feed.local = True
+                feed.wake.set()
             if upto is not None:
                 feed.time_commit(upto)
+        router = self._routers.get((collection_id, partition))
+        if router is not None:
+            router.local = True
+            router.wake.set()
         if self.publish is not None:
             self.publish(collection_id)
 
@@ -542,6 +656,9 @@ class Hub:
                 subscriber.resync("echo_lag")
 
     def changed_elsewhere(self, collection_ids: set[uuid.UUID]) -> None:
+        for (collection_id, _), router in self._routers.items():
+            if collection_id in collection_ids:
+                router.wake.set()
         for (collection_id, _, _), feed in self._feeds.items():
             if collection_id in collection_ids:
                 feed.wake.set()
@@ -560,14 +677,26 @@ class Hub:
             for subscriber in tuple(feed.subscribers):
                 subscriber.resync("database_back")
             feed.wake.set()
+        for router in self._routers.values():
+            router.wake.set()
+
+    def _readers(self) -> list[tuple[PartitionKey, Position, asyncio.Event]]:
+        """What reads the database for streams: unfiltered feeds and routers, with positions."""
+        readers: list[tuple[PartitionKey, Position, asyncio.Event]] = [
+            (feed.key[:2], feed.position, feed.wake) for feed in self._feeds.values()
+            if feed.router is None and feed.position is not None
+        ]
+        readers.extend((key, router.position, router.wake)
+                       for key, router in self._routers.items() if router.position is not None)
+        return readers
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self._poll_seconds)
-            feeds = [f for f in self._feeds.values() if f.position is not None]
-            if not feeds:
+            readers = self._readers()
+            if not readers:
                 continue
-            partitions = list(dict.fromkeys(f.key[:2] for f in feeds))
+            partitions = list(dict.fromkeys(key for key, _, _ in readers))
             try:
                 found = await self.store.heads(partitions)
             except Exception as exc:  # the feeds keep their positions; try again next tick
@@ -576,7 +705,6 @@ class Hub:
             if self._database_failing:
                 self._database_back()
             head_of = dict(zip(partitions, found, strict=True))
-            heads = [head_of[f.key[:2]] for f in feeds]
-            for feed, head in zip(feeds, heads, strict=True):
-                if feed.position is not None and head > feed.position:
-                    feed.wake.set()
+            for key, position, wake in readers:
+                if head_of[key] > position:
+                    wake.set()

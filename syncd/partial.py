@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from syncd import checkpoint as checkpoints
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
-from syncd.db.filtered import DOCUMENT, NO_FLOOR, FilteredReads
+from syncd.db.filtered import (
+    DOCUMENT,
+    MOVE_OUT,
+    NO_FLOOR,
+    Change,
+    FilteredReads,
+    Row,
+    driving_field,
+)
 from syncd.exceptions import Forbidden
 from syncd.filters import (
     Filter,
@@ -31,7 +39,7 @@ from syncd.filters import (
     matches,
     within,
 )
-from syncd.hub import FeedRead, Reader
+from syncd.hub import RoutedRead, RouteReader
 from syncd.placeholders import Placeholders
 
 
@@ -44,29 +52,22 @@ class Scope:
     placeholders: Placeholders
     declared: Mapping[str, FilterField]
 
+    @property
+    def bound(self) -> frozenset[str]:
+        """The claim-bound fields."""
+        return frozenset(name for name, f in self.declared.items() if f.claim is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
     documents: list[str]
     checkpoint: dict[str, Any] | None
-    # For a live feed: how far the read went, and whether the page was full.
-    read_to: Position = ORIGIN
-    full: bool = False
 
+
+_R = TypeVar("_R", Row, tuple[str, str])
 
 # A feed position that stands for "every change with an xid below ``horizon`` was read".
 MAX_SEQ = 2**63 - 1
-
-
-def held_filters(state: FilterState | None) -> Filter | None:
-    """Every value a checkpoint's replication held (its filter and, mid-change, its target)."""
-    if state is None:
-        return None
-    merged: dict[str, set[str]] = {}
-    for flt in (state.filter, state.target):
-        for name, values in flt or ():
-            merged.setdefault(name, set()).update(values)
-    return tuple((name, tuple(sorted(v))) for name, v in sorted(merged.items())) or None
 
 
 def read_checkpoint(checkpoint: Any, epoch: str) -> tuple[Position, FilterState | None]:
@@ -108,15 +109,25 @@ class PartialPulls:
     ) -> Page:
         """The changes of ``flt`` after ``after``; ``floor`` None for a replication starting from
         nothing (its first page reads no move-outs and records the floor)."""
-        page = await self._reads.pull(
-            scope.collection_id, scope.partition, flt, after,
-            NO_FLOOR if floor is None else floor, limit,
-        )
+        # Several move-outs of one document are sent once, yet a page with more to follow must
+        # hold ``limit`` documents (RxDB ends its iteration at a short page): read more rows
+        # until it does, and end the page before the document that would exceed it.
+        texts: dict[str, str] = dict(removed or {})  # a filter change's deletions come first
+        want = limit
+        while True:
+            page = await self._reads.pull(
+                scope.collection_id, scope.partition, flt, after,
+                NO_FLOOR if floor is None else floor, want, scope.bound,
+            )
+            fresh = len({row.id for row in page.rows} - texts.keys())
+            if len(page.rows) < want or fresh >= limit:
+                break
+            want += limit - fresh
+        rows = _first_distinct(page.rows, limit, texts.keys())
         if floor is None:
             floor = page.horizon
         fields = tuple(name for name, _ in flt)
-        texts: dict[str, str] = dict(removed or {})  # a filter change's deletions come first
-        for row in page.rows:
+        for row in rows:
             texts.pop(row.id, None)  # several versions of one document: send the last
             if row.kind == DOCUMENT:
                 texts[row.id] = row.body
@@ -126,25 +137,72 @@ class PartialPulls:
                 texts[row.id] = orjson.dumps(
                     scope.placeholders.deletion(row.id, values)
                 ).decode()
-        last = page.rows[-1].position if page.rows else after
+        last = rows[-1].position if rows else after
         kept_floor = floor if last.xid < floor else 0  # below the position it says nothing
-        full = len(page.rows) >= limit
-        # A page that is not full read every matching change below the horizon.
-        read_to = last if full else max(last, Position(page.horizon - 1, MAX_SEQ))
         return Page(
-            list(texts.values()), self.checkpoint(last, FilterState(flt, kept_floor)),
-            read_to, full,
+            list(texts.values()), self.checkpoint(last, FilterState(flt, kept_floor))
         )
 
-    def feed_reader(self, scope: Scope, flt: Filter) -> Reader:
-        """What a live feed of this filter reads with (syncd/hub.py): the pull of a
-        replication that is already running (every move-out after its position counts)."""
+    def router(self, scope: Scope) -> RouteReader:
+        """What a node's live filtered feeds of one partition read with (syncd/hub.py): the
+        partition's changes once, routed in Python to every filter they concern — by the same
+        rules as a filtered pull of a running replication (a document that matches now; a
+        move-out whose old values matched and whose current version does not)."""
+        fields = tuple(sorted(scope.declared))
+        routes = _Routes(scope.bound)
 
-        async def read(after: Position, limit: int) -> FeedRead:
-            page = await self.pull_filter(scope, flt, after, 0, limit)
-            return FeedRead(page.documents, page.checkpoint, page.read_to, page.full)
+        async def read(
+            after: Position, limit: int, filters: Sequence[Filter], primary: bool
+        ) -> RoutedRead:
+            changes, horizon = await self._reads.changes(
+                scope.collection_id, scope.partition, fields, after, limit, primary=primary
+            )
+            full = len(changes) >= limit
+            last = changes[-1].position if changes else after
+            # A page that is not full read every change below the horizon.
+            read_to = last if full else max(last, Position(horizon - 1, MAX_SEQ))
+            found = self._route(scope, routes.of(filters), changes)
+            return RoutedRead(read_to, full, {
+                flt: (list(texts.values()), self.checkpoint(position, FilterState(flt)))
+                for flt, (texts, position) in found.items()
+            })
 
         return read
+
+    @staticmethod
+    def _route(
+        scope: Scope, routes: Mapping[str, Mapping[str, list[Filter]]], changes: list[Change]
+    ) -> dict[Filter, tuple[dict[str, str], Position]]:
+        """Per filter, the documents to send (last version per id) and the last position."""
+        found: dict[Filter, tuple[dict[str, str], Position]] = {}
+        for change in changes:
+            values = orjson.loads(change.fields)
+            candidates = {
+                flt for name, by_value in routes.items()
+                for flt in by_value.get(_value_text(values.get(name)) or "", ())
+            }
+            if not candidates:
+                continue
+            current = None
+            if change.kind == MOVE_OUT and change.current is not None:
+                current = orjson.loads(change.current)
+            for flt in candidates:
+                if not matches(flt, values):
+                    continue
+                if change.kind == DOCUMENT:
+                    assert change.body is not None
+                    text = change.body
+                elif current is not None and matches(flt, current):
+                    continue  # it left and came back: its current version is sent instead
+                else:
+                    kept = {name: values[name] for name, _ in flt
+                            if values.get(name) is not None}
+                    text = orjson.dumps(scope.placeholders.deletion(change.id, kept)).decode()
+                texts = found.setdefault(flt, ({}, change.position))[0]
+                texts.pop(change.id, None)
+                texts[change.id] = text
+                found[flt] = (texts, change.position)
+        return found
 
     async def _change(
         self, scope: Scope, old: Filter | None, position: Position, floor: int, new: Filter,
@@ -152,9 +210,20 @@ class PartialPulls:
     ) -> Page:
         """One page of a filter change: deletions of what ``old`` held and ``new`` does not
         select (by primary key), then, once there are none left, ``new``'s own pull."""
-        rows, horizon = await self._reads.removal(
-            scope.collection_id, scope.partition, old, new, position, floor, cursor, limit
-        )
+        # One row more than the page: a page that removes the last of it is not followed by
+        # an empty one (RxDB keeps the checkpoint of a non-empty page only). Several move
+        # records of one document are one deletion: read on until the page is full of them.
+        want = limit + 1
+        while True:
+            rows, horizon = await self._reads.removal(
+                scope.collection_id, scope.partition, old, new, position, floor, cursor, want
+            )
+            distinct = len({doc_id for doc_id, _ in rows})
+            if len(rows) < want or distinct > limit:
+                break
+            want += limit + 1 - distinct
+        first = _first_distinct(rows, limit)
+        more, rows = len(first) < len(rows), first
         if floor_after is None:
             floor_after = horizon  # move-outs from here on are the new filter's business
         fields = tuple(name for name, _ in old or ())
@@ -163,14 +232,46 @@ class PartialPulls:
             values = orjson.loads(old_json)
             kept = {name: values[name] for name in fields if values.get(name) is not None}
             deletions[doc_id] = orjson.dumps(scope.placeholders.deletion(doc_id, kept)).decode()
-        if len(rows) >= limit:
+        if more:
             state = FilterState(old, floor, new, (floor_after, rows[-1][0]))
             return Page(list(deletions.values()), self.checkpoint(position, state))
         if within(new, old):  # a narrowing (a revocation): the device holds the rest already
             start, start_floor = position, floor
         else:
             start, start_floor = ORIGIN, floor_after
-        return await self.pull_filter(scope, new, start, start_floor, limit - len(rows), deletions)
+        return await self.pull_filter(
+            scope, new, start, start_floor, limit - len(deletions), deletions
+        )
+
+
+class _Routes:
+    """Which filters a change may concern, by the value of each filter's driving field: a
+    change is matched only against the filters one of its values leads to."""
+
+    def __init__(self, bound: frozenset[str]) -> None:
+        self._bound = bound
+        self._cached: tuple[tuple[Filter, ...], dict[str, dict[str, list[Filter]]]] = ((), {})
+
+    def of(self, filters: Sequence[Filter]) -> dict[str, dict[str, list[Filter]]]:
+        """Driving field -> its value (JSON text) -> the filters it leads to."""
+        key = tuple(filters)
+        if self._cached[0] != key:
+            routes: dict[str, dict[str, list[Filter]]] = {}
+            for flt in filters:
+                name = driving_field(flt, self._bound)
+                for text in dict(flt)[name]:
+                    routes.setdefault(name, {}).setdefault(text, []).append(flt)
+            self._cached = (key, routes)
+        return self._cached[1]
+
+
+def _value_text(value: Any) -> str | None:
+    """A declared field's value as the filters hold it (JSON text), None if it cannot match."""
+    if value is None or not isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return orjson.dumps(value).decode()
 
 
 class PartialPushes:
@@ -229,3 +330,15 @@ class PartialPushes:
             values = {name: new[name] for name in fields if new.get(name) is not None}
             answer.append(orjson.dumps(scope.placeholders.deletion(doc_id, values)).decode())
         return answer
+
+
+def _first_distinct(rows: Sequence[_R], count: int, taken: Collection[str] = ()) -> list[_R]:
+    """The rows before the one that brings a ``count + 1``-th document (not in ``taken``)."""
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        doc_id = row[0] if isinstance(row, tuple) else row.id
+        if doc_id not in seen and doc_id not in taken:
+            if len(seen) == count:
+                return list(rows[:i])
+            seen.add(doc_id)
+    return list(rows)

@@ -25,7 +25,7 @@ from syncd.db.store import CollectionGone, DocumentStore
 from syncd.exceptions import BadRequest, Forbidden, NotFound, UpgradeRequired
 from syncd.filters import Filter, effective, forbidden_values, parse_selector
 from syncd.hub import Hub, Subscriber
-from syncd.partial import PartialPulls, PartialPushes, Scope, held_filters, read_checkpoint
+from syncd.partial import PartialPulls, PartialPushes, Scope, read_checkpoint
 from syncd.placeholders import Placeholders
 from syncd.schema import Validator, compile_validator
 
@@ -138,7 +138,8 @@ class SyncService:
         declared = collection.access.filters
         requested = parse_selector(filter_text, declared)
         after, state = read_checkpoint(checkpoint, self._store.epoch)
-        flt = effective(requested, declared, identity, held_filters(state))
+        fresh = state is None and after == checkpoints.ORIGIN
+        flt = effective(requested, declared, identity, fresh=fresh)
         if flt is None:
             if state is not None:  # filtered before, everything now: from the beginning
                 after, checkpoint = checkpoints.ORIGIN, None
@@ -187,7 +188,7 @@ class SyncService:
                 raise Forbidden(refused, code="forbidden_filter_value")
             # Values the claims no longer allow are dropped, not refused: the replication's
             # next pull removes them from the device (a 403 would cancel it).
-            flt = effective(requested, declared, identity, requested)
+            flt = effective(requested, declared, identity)
             if flt is not None:
                 rows = await self._partial_pushes.overriding(
                     self._scope(collection, partition), flt,
@@ -231,12 +232,12 @@ class SyncService:
         requested = parse_selector(filter_text, declared)
         # No checkpoint here: values the claims no longer allow are dropped; the pull that
         # follows the stream's RESYNC removes them from the device (or refuses a fresh one).
-        flt = effective(requested, declared, identity, requested)
-        reader = None if flt is None else self._partial_pulls.feed_reader(
-            self._scope(collection, partition), flt
+        flt = effective(requested, declared, identity)
+        route = None if flt is None else self._partial_pulls.router(
+            self._scope(collection, partition)
         )
         subscriber = await self._hub.subscribe(
-            collection.id, partition, identity_key(identity), way, flt, reader
+            collection.id, partition, identity_key(identity), way, flt, route
         )
         subscriber.claims = collection.access.claim_names()
         return collection, subscriber

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -21,10 +22,23 @@ Doc = dict[str, Any]
 
 
 class Replica:
-    def __init__(self, urls: list[str], collection: str, *, page: int = 50) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        collection: str,
+        *,
+        page: int = 50,
+        filter: dict[str, Any] | None = None,
+        token: str | None = None,
+    ) -> None:
         self.urls = urls
         self.collection = collection
         self.page = page
+        # A partial replication (docs/partial-sync.md): its filter, sent on every pull and
+        # stream; and the bearer token of its caller (a query parameter on the socket).
+        self.filter = filter
+        self.token = token
+        self.received: list[Doc] = []  # every document, from pulls and frames, in order
         self.docs: dict[str, Doc] = {}
         self.checkpoint: dict[str, Any] | None = None
         self.frames = 0
@@ -35,6 +49,12 @@ class Replica:
         self.subscribed = asyncio.Event()
         self.close_codes: list[int | None] = []
         self._node = 0
+        self._ws: websockets.ClientConnection | None = None
+
+    async def drop(self) -> None:
+        """Close the current socket, as a network change would: the replica reconnects."""
+        if self._ws is not None:
+            await self._ws.close()
 
     @property
     def node(self) -> str:
@@ -47,10 +67,17 @@ class Replica:
                 ws_url = self.node.replace("http://", "ws://") + (
                     f"/api/v1/sync/{self.collection}/stream"
                 )
+                query = {
+                    **({"filter": orjson.dumps(self.filter).decode()} if self.filter else {}),
+                    **({"access_token": self.token} if self.token else {}),
+                }
+                if query:
+                    ws_url += "?" + urlencode(query)
                 try:
                     async with websockets.connect(ws_url, max_queue=max_queue,
                                                   open_timeout=10) as ws:
                         self.connects += 1
+                        self._ws = ws
                         await self._consume(ws, http, stop)
                         if stop.is_set():
                             return
@@ -81,6 +108,7 @@ class Replica:
                 frame = orjson.loads(message)
                 self.frames += 1
                 self.arrivals.append((time.monotonic(), frame["documents"]))
+                self.received.extend(frame["documents"])
                 for doc in frame["documents"]:
                     self.frame_versions.setdefault(doc["id"], []).append(doc.get("n"))
                     self.docs[doc["id"]] = doc
@@ -93,11 +121,15 @@ class Replica:
             params: dict[str, str] = {"limit": str(self.page)}
             if self.checkpoint is not None:
                 params["checkpoint"] = orjson.dumps(self.checkpoint).decode()
+            if self.filter:
+                params["filter"] = orjson.dumps(self.filter).decode()
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
             response = await http.get(
-                f"{self.node}/api/v1/sync/{self.collection}", params=params
+                f"{self.node}/api/v1/sync/{self.collection}", params=params, headers=headers
             )
             response.raise_for_status()
             body = response.json()
+            self.received.extend(body["documents"])
             for doc in body["documents"]:
                 self.docs[doc["id"]] = doc
             if body["documents"]:

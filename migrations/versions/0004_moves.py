@@ -76,7 +76,9 @@ def upgrade() -> None:
             name=op.f("fk_syncd_moves_collection_id"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("collection_id", "partition", "seq", name="pk_syncd_moves"),
+        # In change order: what a node's live feeds read the partition's move-outs with.
+        sa.PrimaryKeyConstraint("collection_id", "partition", "xid", "seq",
+                                name="pk_syncd_moves"),
     )
     # What `syncd purge` finds expired move-out records with.
     op.create_index("ix_syncd_moves_moved_at", "syncd_moves", ["moved_at"])

@@ -113,9 +113,9 @@ class MoveRecord(Base):
         Uuid, ForeignKey("syncd_collections.id", ondelete="CASCADE"), primary_key=True
     )
     partition: Mapped[str] = mapped_column(Text(collation="C"), primary_key=True)
+    xid: Mapped[int] = mapped_column(Xid8, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     id: Mapped[str] = mapped_column(Text(collation="C"))
-    xid: Mapped[int] = mapped_column(Xid8)
     old: Mapped[dict[str, Any]] = mapped_column(JSONB)
     moved_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()

@@ -47,6 +47,15 @@ REPLICA_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+class ReplicaBusy(Exception):
+    """Every connection of the replica's pool is in use: not a failure of the replica."""
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing to undo (reads set no session state); asyncpg's default reset would
+    cost a round trip per read."""
+
+
 def lsn_number(text: str) -> int:
     """``'16/B374D848'`` as one integer (PostgreSQL's ``pg_lsn``)."""
     high, _, low = text.partition("/")
@@ -115,6 +124,7 @@ class ReplicaSet:
                 asyncpg_dsn(replica.url), min_size=0, max_size=self._pool_max,
                 server_settings={"statement_timeout": str(self._statement_timeout_ms),
                                  "application_name": "syncd"},
+                reset=_keep_session,
             )
             metrics.REPLICA_IN_USE.labels(replica.label).set(0)
         await self.check(primary)
@@ -138,7 +148,10 @@ class ReplicaSet:
     @contextlib.asynccontextmanager
     async def connection(self, replica: Replica) -> AsyncIterator[asyncpg.Connection]:
         assert replica.pool is not None
-        conn = await replica.pool.acquire(timeout=1.0)
+        pool = replica.pool
+        if pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0:
+            raise ReplicaBusy
+        conn = await pool.acquire(timeout=1.0)
         try:
             yield conn
         finally:

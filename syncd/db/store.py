@@ -21,7 +21,7 @@ import orjson
 from syncd import metrics
 from syncd.checkpoint import ORIGIN, Position
 from syncd.conflicts import PushRow
-from syncd.db.replicas import REPLICA_FAILURES, ReplicaSet
+from syncd.db.replicas import REPLICA_FAILURES, ReplicaBusy, ReplicaSet
 from syncd.db.urls import asyncpg_dsn
 from syncd.exceptions import Unavailable
 
@@ -120,7 +120,7 @@ WHERE d.collection_id = doomed.collection_id AND d.partition = doomed.partition
 # offline for longer than the window no longer learns that such a document left its filter.
 PURGE_MOVES_SQL = """
 WITH doomed AS (
-    SELECT m.collection_id, m.partition, m.seq
+    SELECT m.collection_id, m.partition, m.xid, m.seq
     FROM syncd_moves AS m
     JOIN syncd_collections AS c ON c.id = m.collection_id
     WHERE m.moved_at < now() - make_interval(secs => $1)
@@ -130,7 +130,7 @@ WITH doomed AS (
 DELETE FROM syncd_moves AS m
 USING doomed
 WHERE m.collection_id = doomed.collection_id AND m.partition = doomed.partition
-  AND m.seq = doomed.seq
+  AND m.xid = doomed.xid AND m.seq = doomed.seq
 """
 
 # A push into a collection that was removed (``syncd collections remove``) after this node
@@ -211,16 +211,22 @@ class DocumentStore:
             await self.replicas.close()
         await self._pool.close()
 
-    async def read(self, query: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def read(
+        self, query: Callable[[asyncpg.Connection], Awaitable[T]], *, primary: bool = False
+    ) -> T:
         """Run a read (a pull page, a stream read, a head poll) on a replica in rotation, or on
-        the primary: when none is, and at once when the replica fails (docs/ordering.md explains
-        why a replica's pull is as gap-free as the primary's)."""
+        the primary: when none is, when asked to (``primary``: a feed woken by this node's own
+        commit, which a replica may not have replayed yet), when the replica's pool is busy, and
+        at once when the replica fails (docs/ordering.md explains why a replica's pull is as
+        gap-free as the primary's)."""
         replicas = self.replicas
-        replica = None if replicas is None else replicas.pick()
+        replica = None if replicas is None or primary else replicas.pick()
         if replicas is not None and replica is not None:
             try:
                 async with replicas.connection(replica) as conn:
                     result = await query(conn)
+            except ReplicaBusy:
+                pass  # its connections are all in use: the primary serves this one
             except REPLICA_FAILURES as exc:
                 replicas.failed(replica, exc)
             else:
@@ -271,11 +277,12 @@ class DocumentStore:
             await self._pool.release(conn)
 
     async def pull(
-        self, collection_id: uuid.UUID, partition: str, after: Position, limit: int
+        self, collection_id: uuid.UUID, partition: str, after: Position, limit: int,
+        *, primary: bool = False,
     ) -> Page:
         rows = await self.read(lambda conn: conn.fetch(
             PULL_SQL, collection_id, partition, after.xid, after.seq, limit
-        ))
+        ), primary=primary)
         if not rows:
             return Page([], None)
         last = rows[-1]
