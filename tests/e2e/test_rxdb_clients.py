@@ -84,14 +84,7 @@ NOT_FOR = {
 }
 # Scenarios that fail because of a known syncd bug (strict: a fix makes them fail as XPASS, so
 # that the mark is removed with the fix).
-KNOWN_BUGS = {
-    "partial_revocation_named_value": (
-        "syncd bug: a replication whose filter names a claim-bound value the token lost gets its "
-        "removal, but the removal's last checkpoint holds only the remaining values, so its next "
-        "pull (the same filter) is 403 forbidden_filter_value and the replication is cancelled "
-        "(native, rxdb-server) or never pulls again (rxdb-websocket)"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 # Pending in node: not runnable yet.
 PENDING: set[str] = set()
 # The JWT syncd: short leeway, so that a token of a few seconds expires when the test expects.
