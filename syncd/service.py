@@ -24,10 +24,11 @@ from syncd.db.registry import CollectionRegistry
 from syncd.db.store import CollectionGone, DocumentStore
 from syncd.exceptions import BadRequest, Forbidden, NotFound, UpgradeRequired
 from syncd.filters import Filter, effective, forbidden_values, parse_selector
-from syncd.hub import Hub, Subscriber
+from syncd.hub import Hub
 from syncd.partial import PartialPulls, PartialPushes, Scope, read_checkpoint
 from syncd.placeholders import Placeholders
 from syncd.schema import Validator, compile_validator
+from syncd.subscriber import Subscriber
 
 
 @dataclass(frozen=True, slots=True)

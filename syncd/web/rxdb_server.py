@@ -37,8 +37,8 @@ from starlette.types import Receive, Scope, Send
 from syncd.auth.identity import Identity
 from syncd.auth.recheck import watch
 from syncd.exceptions import BadRequest, Forbidden, NotFound, SyncdError, Unprocessable
-from syncd.hub import EXPIRED, GONE, IDLE, Frame, Sink, Subscriber
 from syncd.service import Collection, SyncService
+from syncd.subscriber import EXPIRED, GONE, IDLE, Frame, Sink, Subscriber
 from syncd.web.bodies import parse_limit, read_json
 from syncd.web.credentials import identify
 from syncd.web.draining import RawHttpBody, http_chunk, raw_http_body

@@ -47,8 +47,8 @@ from syncd.auth.identity import Identity, identity_key
 from syncd.auth.recheck import watch
 from syncd.config import Settings
 from syncd.exceptions import BadRequest, PayloadTooLarge, SyncdError, Unauthorized, Unavailable
-from syncd.hub import END, RESYNC, Frame, Subscriber
 from syncd.service import SyncService
+from syncd.subscriber import END, RESYNC, Frame, Subscriber
 from syncd.web import preauth
 from syncd.web.credentials import identify, selected_subprotocol
 from syncd.web.draining import lift_message_limit, on_late_frames, on_shutdown

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from syncd.auth.identity import Identity
 from syncd.auth.recheck import watch
 from syncd.exceptions import SyncdError
-from syncd.hub import END, EXPIRED, GONE, RESYNC, Frame, Sink, Subscriber
+from syncd.subscriber import END, EXPIRED, GONE, RESYNC, Frame, Sink, Subscriber
 from syncd.web.draining import RawSocket, raw_socket
 from syncd.web.responses import DATABASE_UNAVAILABLE
 from syncd.wire import RESYNC as RESYNC_TEXT

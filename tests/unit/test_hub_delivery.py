@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from syncd.hub import GONE, RESYNC, Frame, Subscriber
+from syncd.subscriber import GONE, RESYNC, Frame, Subscriber
 
 
 def frame(number: int) -> Frame:
