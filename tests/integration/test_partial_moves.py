@@ -57,7 +57,9 @@ def claimed(database_url: str) -> str:
     return register_filtered(database_url, CLAIM_RULE)
 
 
-ALICE = token("alice")
+# Made when the module is collected, long before some tests run in a full suite (a 10-minute
+# token expired mid-run in CI): valid for the whole session.
+ALICE = token("alice", ttl=6 * 3600)
 
 
 async def put(http: httpx.AsyncClient, collection: str, *docs: Doc,
